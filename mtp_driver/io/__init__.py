@@ -1,0 +1,1 @@
+"""Readers and writers for MLIP's `.mtp` and `.cfg` files."""
