@@ -1,0 +1,181 @@
+"""Numba kernels: site energies and their gradients with respect to neighbour vectors.
+
+Conventions: neighbours come as a full list sorted by central atom (CSR: ``offsets[i]`` to
+``offsets[i+1]``), ``vectors[p] = r_j - r_i`` in Å. ``pair_gradients[p] = dE_i / d vectors[p]``
+in eV/Å, from which forces and the virial follow by a scatter (`forces_and_virial`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+BLOCK = 32  # atoms per parallel work item: amortises scratch allocation
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def chebyshev_radial_basis(r, min_dist, max_dist, scaling, values, derivatives):
+    """MLIP's RBChebyshev: scaling * T_beta(xi) * (r - max_dist)^2 and d/dr, by the Chebyshev recursion
+    applied to the products (as MLIP does, so rounding follows MLIP)."""
+    size = values.shape[0]
+    ksi_per_r = 2.0 / (max_dist - min_dist)
+    ksi = (2.0 * r - (min_dist + max_dist)) / (max_dist - min_dist)
+    cut = r - max_dist
+    values[0] = scaling * (cut * cut)
+    derivatives[0] = scaling * (2.0 * cut)
+    if size > 1:
+        values[1] = scaling * (ksi * cut * cut)
+        derivatives[1] = scaling * (ksi_per_r * cut * cut + 2.0 * ksi * cut)
+    for k in range(2, size):
+        values[k] = 2.0 * ksi * values[k - 1] - values[k - 2]
+        derivatives[k] = 2.0 * (ksi_per_r * values[k - 1] + ksi * derivatives[k - 1]) - derivatives[k - 2]
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def neighbour_features(p, center_type, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs,
+                       layout, rb_values, rb_derivatives, radial, radial_deriv, monomials, unit):
+    """Radial functions f_mu(r), f'_mu(r) and unit-vector monomials of one neighbour; returns 1/r
+    (0 beyond the cutoff, where radial and radial_deriv are zeroed)."""
+    dx, dy, dz = vectors[p, 0], vectors[p, 1], vectors[p, 2]
+    r = np.sqrt(dx * dx + dy * dy + dz * dz)
+    n_radial = radial.shape[0]
+    if r >= max_dist:
+        for mu in range(n_radial):
+            radial[mu] = 0.0
+            radial_deriv[mu] = 0.0
+        return 0.0
+    chebyshev_radial_basis(r, min_dist, max_dist, scaling, rb_values, rb_derivatives)
+    tj = neighbor_types[p]
+    for mu in range(n_radial):
+        value = 0.0
+        deriv = 0.0
+        for beta in range(rb_values.shape[0]):
+            c = radial_coeffs[center_type, tj, mu, beta]
+            value += c * rb_values[beta]
+            deriv += c * rb_derivatives[beta]
+        radial[mu] = value
+        radial_deriv[mu] = deriv
+    inv_r = 1.0 / r
+    unit[0] = dx * inv_r
+    unit[1] = dy * inv_r
+    unit[2] = dz * inv_r
+    parent = layout.monomial_parent
+    axis = layout.monomial_axis
+    monomials[0] = 1.0
+    for m in range(1, monomials.shape[0]):
+        monomials[m] = monomials[parent[m]] * unit[axis[m]]
+    return inv_r
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def contract_moments(moments, layout):
+    """Products of moments in table order: M_k += mult * M_p * M_q."""
+    left, right, mult, target = layout.times_left, layout.times_right, layout.times_mult, layout.times_target
+    for t in range(left.shape[0]):
+        moments[target[t]] += mult[t] * moments[left[t]] * moments[right[t]]
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def backpropagate_contractions(moments, adjoint, layout):
+    """Reverse pass through the products: adjoint of each moment from the adjoints of its products."""
+    left, right, mult, target = layout.times_left, layout.times_right, layout.times_mult, layout.times_target
+    for t in range(left.shape[0] - 1, -1, -1):
+        g = mult[t] * adjoint[target[t]]
+        adjoint[left[t]] += g * moments[right[t]]
+        adjoint[right[t]] += g * moments[left[t]]
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
+                                radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
+                                site_energies, pair_gradients):
+    """Fill site_energies (N,) in eV and pair_gradients (P, 3) = dE_i/d(r_j - r_i) in eV/Å."""
+    n_atoms = types.shape[0]
+    n_radial = radial_coeffs.shape[2]
+    n_rb = radial_coeffs.shape[3]
+    n_basic = layout.basic_mu.shape[0]
+    n_mono = layout.monomial_parent.shape[0]
+    basic_mu, basic_mono = layout.basic_mu, layout.basic_monomial
+    powers, lower, mapping = layout.monomial_powers, layout.monomial_lower, layout.mapping
+    n_blocks = (n_atoms + BLOCK - 1) // BLOCK
+    for block in prange(n_blocks):
+        moments = np.empty(layout.moments_count)
+        adjoint = np.empty(layout.moments_count)
+        radial = np.empty((max_neighbors, n_radial))
+        radial_deriv = np.empty((max_neighbors, n_radial))
+        monomials = np.empty((max_neighbors, n_mono))
+        inv_r = np.empty(max_neighbors)
+        units = np.empty((max_neighbors, 3))
+        rb_values = np.empty(n_rb)
+        rb_derivatives = np.empty(n_rb)
+        weight = np.empty(n_mono)
+        weight_deriv = np.empty(n_mono)
+        for i in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK)):
+            ti = types[i]
+            start = offsets[i]
+            count = offsets[i + 1] - start
+            moments[:] = 0.0
+            for jj in range(count):
+                inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist,
+                                               scaling, radial_coeffs, layout, rb_values, rb_derivatives,
+                                               radial[jj], radial_deriv[jj], monomials[jj], units[jj])
+                for b in range(n_basic):
+                    moments[b] += radial[jj, basic_mu[b]] * monomials[jj, basic_mono[b]]
+            contract_moments(moments, layout)
+            energy = species_coeffs[ti]
+            adjoint[:] = 0.0
+            for s in range(mapping.shape[0]):
+                energy += moment_coeffs[s] * moments[mapping[s]]
+                adjoint[mapping[s]] += moment_coeffs[s]
+            site_energies[i] = energy
+            backpropagate_contractions(moments, adjoint, layout)
+            for jj in range(count):
+                p = start + jj
+                if inv_r[jj] == 0.0:
+                    pair_gradients[p, 0] = 0.0
+                    pair_gradients[p, 1] = 0.0
+                    pair_gradients[p, 2] = 0.0
+                    continue
+                weight[:] = 0.0
+                weight_deriv[:] = 0.0
+                for b in range(n_basic):
+                    weight[basic_mono[b]] += adjoint[b] * radial[jj, basic_mu[b]]
+                    weight_deriv[basic_mono[b]] += adjoint[b] * radial_deriv[jj, basic_mu[b]]
+                # d/dd of f(r) u^abc = f'(r) u u^abc + f(r)/r (grad_u u^abc - (a+b+c) u^abc u)
+                along = 0.0
+                gx = 0.0
+                gy = 0.0
+                gz = 0.0
+                mono = monomials[jj]
+                for m in range(n_mono):
+                    w = weight[m]
+                    along += weight_deriv[m] * mono[m]
+                    if w != 0.0:
+                        degree = powers[m, 0] + powers[m, 1] + powers[m, 2]
+                        along -= inv_r[jj] * w * degree * mono[m]
+                        if lower[m, 0] >= 0:
+                            gx += w * powers[m, 0] * mono[lower[m, 0]]
+                        if lower[m, 1] >= 0:
+                            gy += w * powers[m, 1] * mono[lower[m, 1]]
+                        if lower[m, 2] >= 0:
+                            gz += w * powers[m, 2] * mono[lower[m, 2]]
+                pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
+                pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
+                pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
+
+
+@njit(cache=True, fastmath=False)
+def forces_and_virial(n_atoms, centers, neighbors, vectors, pair_gradients):
+    """Forces F = -dE/dr (eV/Å) and the strain derivative W_ab = sum_p g_a d_b (eV) = V * stress (ASE sign)."""
+    forces = np.zeros((n_atoms, 3))
+    strain_derivative = np.zeros((3, 3))
+    for p in range(centers.shape[0]):
+        i = centers[p]
+        j = neighbors[p]
+        for a in range(3):
+            g = pair_gradients[p, a]
+            forces[i, a] += g
+            forces[j, a] -= g
+            for b in range(3):
+                strain_derivative[a, b] += g * vectors[p, b]
+    return forces, strain_derivative
