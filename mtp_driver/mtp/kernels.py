@@ -69,20 +69,33 @@ def neighbour_features(p, center_type, neighbor_types, vectors, min_dist, max_di
 
 @njit(cache=True, fastmath=False, inline="always")
 def contract_moments(moments, layout):
-    """Products of moments in table order: M_k += mult * M_p * M_q."""
-    left, right, mult, target = layout.times_left, layout.times_right, layout.times_mult, layout.times_target
-    for t in range(left.shape[0]):
-        moments[target[t]] += mult[t] * moments[left[t]] * moments[right[t]]
+    """Product moments in evaluation order: M_k = sum over its terms of mult * M_p * M_q."""
+    start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
+    targets = layout.product_targets
+    one = np.uint64(1)
+    for k in range(np.uint64(targets.shape[0])):
+        total = 0.0
+        for t in range(start[k], start[k + one]):
+            total += mult[t] * moments[left[t]] * moments[right[t]]
+        moments[targets[k]] = total
 
 
 @njit(cache=True, fastmath=False, inline="always")
 def backpropagate_contractions(moments, adjoint, layout):
-    """Reverse pass through the products: adjoint of each moment from the adjoints of its products."""
-    left, right, mult, target = layout.times_left, layout.times_right, layout.times_mult, layout.times_target
-    for t in range(left.shape[0] - 1, -1, -1):
-        g = mult[t] * adjoint[target[t]]
-        adjoint[left[t]] += g * moments[right[t]]
-        adjoint[right[t]] += g * moments[left[t]]
+    """Reverse pass through the products: adjoint of each factor from the adjoint of its product."""
+    start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
+    targets = layout.product_targets
+    n_targets = np.uint64(targets.shape[0])
+    one = np.uint64(1)
+    for kk in range(n_targets):
+        k = n_targets - one - kk
+        g = adjoint[targets[k]]
+        if g == 0.0:
+            continue
+        for t in range(start[k], start[k + one]):
+            gm = g * mult[t]
+            adjoint[left[t]] += gm * moments[right[t]]
+            adjoint[right[t]] += gm * moments[left[t]]
 
 
 @njit(cache=True, fastmath=False, parallel=True)
@@ -95,12 +108,15 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     n_rb = radial_coeffs.shape[3]
     n_basic = layout.basic_mu.shape[0]
     n_mono = layout.monomial_parent.shape[0]
-    basic_mu, basic_mono = layout.basic_mu, layout.basic_monomial
-    powers, lower, mapping = layout.monomial_powers, layout.monomial_lower, layout.mapping
+    basic_mu, basic_mono, prefix = layout.basic_mu, layout.basic_monomial, layout.prefix_length
+    degree, mapping = layout.monomial_degree, layout.mapping
+    d_mono, d_lower, d_power = layout.derivative_monomial, layout.derivative_lower, layout.derivative_power
+    n_terms = d_mono.shape[1]
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     for block in prange(n_blocks):
         moments = np.empty(layout.moments_count)
         adjoint = np.empty(layout.moments_count)
+        dense = np.empty((n_radial, n_mono))  # basic moments (then their adjoints) as [mu, monomial]
         radial = np.empty((max_neighbors, n_radial))
         radial_deriv = np.empty((max_neighbors, n_radial))
         monomials = np.empty((max_neighbors, n_mono))
@@ -114,13 +130,17 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
             ti = types[i]
             start = offsets[i]
             count = offsets[i + 1] - start
-            moments[:] = 0.0
+            dense[:, :] = 0.0
             for jj in range(count):
                 inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist,
                                                scaling, radial_coeffs, layout, rb_values, rb_derivatives,
                                                radial[jj], radial_deriv[jj], monomials[jj], units[jj])
-                for b in range(n_basic):
-                    moments[b] += radial[jj, basic_mu[b]] * monomials[jj, basic_mono[b]]
+                for mu in range(n_radial):
+                    f = radial[jj, mu]
+                    for m in range(prefix[mu]):
+                        dense[mu, m] += f * monomials[jj, m]
+            for b in range(n_basic):
+                moments[b] = dense[basic_mu[b], basic_mono[b]]
             contract_moments(moments, layout)
             energy = species_coeffs[ti]
             adjoint[:] = 0.0
@@ -129,6 +149,8 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                 adjoint[mapping[s]] += moment_coeffs[s]
             site_energies[i] = energy
             backpropagate_contractions(moments, adjoint, layout)
+            for b in range(n_basic):
+                dense[basic_mu[b], basic_mono[b]] = adjoint[b]
             for jj in range(count):
                 p = start + jj
                 if inv_r[jj] == 0.0:
@@ -138,30 +160,25 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                     continue
                 weight[:] = 0.0
                 weight_deriv[:] = 0.0
-                for b in range(n_basic):
-                    weight[basic_mono[b]] += adjoint[b] * radial[jj, basic_mu[b]]
-                    weight_deriv[basic_mono[b]] += adjoint[b] * radial_deriv[jj, basic_mu[b]]
-                # d/dd of f(r) u^abc = f'(r) u u^abc + f(r)/r (grad_u u^abc - (a+b+c) u^abc u)
-                along = 0.0
-                gx = 0.0
-                gy = 0.0
-                gz = 0.0
+                for mu in range(n_radial):
+                    f = radial[jj, mu]
+                    fd = radial_deriv[jj, mu]
+                    for m in range(prefix[mu]):
+                        weight[m] += dense[mu, m] * f
+                        weight_deriv[m] += dense[mu, m] * fd
+                # d/dd of f(r) u^abc = f'(r) u^abc u + f(r)/r (grad_u u^abc - (a+b+c) u^abc u)
                 mono = monomials[jj]
+                radial_part = 0.0
+                degree_part = 0.0
                 for m in range(n_mono):
-                    w = weight[m]
-                    along += weight_deriv[m] * mono[m]
-                    if w != 0.0:
-                        degree = powers[m, 0] + powers[m, 1] + powers[m, 2]
-                        along -= inv_r[jj] * w * degree * mono[m]
-                        if lower[m, 0] >= 0:
-                            gx += w * powers[m, 0] * mono[lower[m, 0]]
-                        if lower[m, 1] >= 0:
-                            gy += w * powers[m, 1] * mono[lower[m, 1]]
-                        if lower[m, 2] >= 0:
-                            gz += w * powers[m, 2] * mono[lower[m, 2]]
-                pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
-                pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
-                pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
+                    radial_part += weight_deriv[m] * mono[m]
+                    degree_part += weight[m] * degree[m] * mono[m]
+                along = radial_part - inv_r[jj] * degree_part
+                for ax in range(3):
+                    angular = 0.0
+                    for t in range(n_terms):
+                        angular += weight[d_mono[ax, t]] * d_power[ax, t] * mono[d_lower[ax, t]]
+                    pair_gradients[p, ax] = along * units[jj, ax] + angular * inv_r[jj]
 
 
 @njit(cache=True, fastmath=False)
