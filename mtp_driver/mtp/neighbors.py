@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 import vesin
+from numba import njit
 
 
 class NeighborList(NamedTuple):
@@ -29,8 +30,31 @@ def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
     periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     box = np.array(cell, dtype=np.float64).reshape(3, 3)
     box[~periodic] = 0.0  # vesin ignores the box along open directions only when they are zero
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
-    centers, neighbors, vectors = calculator.compute(positions, box, [bool(p) for p in periodic], quantities="ijD")
-    centers = centers.astype(np.int64)
-    offsets = np.searchsorted(centers, np.arange(len(positions) + 1)).astype(np.int64)
-    return NeighborList(centers, neighbors.astype(np.int64), np.ascontiguousarray(vectors), offsets)
+    # vesin's own sorting costs more than the whole unsorted search; a counting sort is O(pairs)
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=False)
+    centers, neighbors, vectors = calculator.compute(
+        positions, box, [bool(p) for p in periodic], quantities="ijD", copy=False
+    )
+    return NeighborList(*sort_by_center(len(positions), centers, neighbors, vectors))
+
+
+@njit(cache=True, fastmath=False)
+def sort_by_center(n_atoms, centers, neighbors, vectors):
+    """Counting sort of pairs by central atom (stable): sorted arrays and CSR offsets."""
+    offsets = np.zeros(n_atoms + 1, dtype=np.int64)
+    for p in range(centers.shape[0]):
+        offsets[centers[p] + 1] += 1
+    for i in range(n_atoms):
+        offsets[i + 1] += offsets[i]
+    fill = offsets[:-1].copy()
+    sorted_centers = np.empty(centers.shape[0], dtype=np.int64)
+    sorted_neighbors = np.empty(centers.shape[0], dtype=np.int64)
+    sorted_vectors = np.empty((centers.shape[0], 3))
+    for p in range(centers.shape[0]):
+        q = fill[centers[p]]
+        fill[centers[p]] += 1
+        sorted_centers[q] = centers[p]
+        sorted_neighbors[q] = neighbors[p]
+        for a in range(3):
+            sorted_vectors[q, a] = vectors[p, a]
+    return sorted_centers, sorted_neighbors, sorted_vectors, offsets

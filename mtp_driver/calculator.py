@@ -1,0 +1,119 @@
+"""ASE calculator over the Numba MTP kernels."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import atomic_numbers
+
+from .mtp.evaluate import evaluate
+from .mtp.layout import kernel_layout
+from .mtp.model import MTP
+from .mtp.neighbors import build_neighbor_list
+
+
+class CloseContactError(ValueError):
+    """Two atoms are closer than the potential can describe."""
+
+
+class MTPCalculator(Calculator):
+    """Moment Tensor Potential as an ASE calculator.
+
+    Parameters
+    ----------
+    potential:
+        Path of an MLIP `.mtp` file, or an `MTP` object.
+    species:
+        Chemical symbol of each type: ``species[i]`` is type ``i`` of the potential. Defaults to the
+        names stored with the potential, if any.
+    close_contact_factor:
+        Pairs closer than ``close_contact_factor * min_dist`` raise `CloseContactError`: the
+        Chebyshev basis grows without bound below ``min_dist``, so such forces are meaningless.
+
+    Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å) and,
+    for cells with three lattice vectors, ``stress`` (eV/Å³, ASE sign and Voigt order).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, potential: str | os.PathLike | MTP, species=None, close_contact_factor: float = 0.75,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(potential, MTP):
+            self.mtp = potential
+        else:
+            from .io.mtp_file import read_mtp
+
+            self.mtp = read_mtp(potential)
+        if not self.mtp.is_trained:
+            raise ValueError("this potential is untrained (no radial_coeffs/moment_coeffs): train it first")
+        species = species if species is not None else self.mtp.species
+        if species is None:
+            raise ValueError(
+                f"the potential has {self.mtp.species_count} types; say which element each is, "
+                "e.g. MTPCalculator(pot, species=['Cu'])"
+            )
+        species = [species] if isinstance(species, str) else list(species)
+        if len(species) != self.mtp.species_count:
+            raise ValueError(f"species {species} has {len(species)} entries; the potential has "
+                             f"{self.mtp.species_count} types")
+        unknown = [s for s in species if s not in atomic_numbers]
+        if unknown:
+            raise ValueError(f"unknown chemical symbols in species: {unknown}")
+        self.species = species
+        self._type_of_number = {atomic_numbers[s]: t for t, s in enumerate(species)}
+        self.close_contact_factor = close_contact_factor
+        self.layout = kernel_layout(self.mtp)
+
+    def types_of(self, atoms) -> np.ndarray:
+        """Type index of each atom; a clear error for elements the potential does not know."""
+        numbers = atoms.get_atomic_numbers()
+        known = np.array(list(self._type_of_number))
+        missing = np.setdiff1d(np.unique(numbers), known)
+        if len(missing):
+            symbols = sorted({atoms.get_chemical_symbols()[i] for i in np.flatnonzero(np.isin(numbers, missing))})
+            raise ValueError(f"the structure contains {symbols}, which the potential does not know "
+                             f"(its species are {self.species})")
+        lookup = np.zeros(known.max() + 1, dtype=np.int64)
+        lookup[known] = [self._type_of_number[n] for n in known]
+        return lookup[numbers]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        positions = atoms.get_positions()
+        bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+        if len(bad):
+            raise ValueError(f"non-finite positions for atoms {bad[:10].tolist()}"
+                             + (" ..." if len(bad) > 10 else ""))
+        cell = atoms.cell.array
+        pbc = atoms.pbc
+        types = self.types_of(atoms)
+        neighbor_list = build_neighbor_list(positions, cell, pbc, self.mtp.max_dist)
+        self._check_close_contacts(neighbor_list)
+        result = evaluate(self.mtp, types, neighbor_list, self.layout)
+        self.results["energy"] = result.energy
+        self.results["free_energy"] = result.energy
+        self.results["energies"] = result.site_energies
+        self.results["forces"] = result.forces
+        volume = abs(np.linalg.det(cell))
+        if pbc.any() and volume > 0.0:
+            stress = 0.5 * (result.strain_derivative + result.strain_derivative.T) / volume
+            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+        elif "stress" in properties:
+            raise PropertyNotImplementedError("stress needs a periodic cell with three lattice vectors")
+
+    def _check_close_contacts(self, neighbor_list) -> None:
+        if not len(neighbor_list.centers):
+            return
+        distances = neighbor_list.distances()
+        p = int(np.argmin(distances))
+        limit = self.close_contact_factor * self.mtp.min_dist
+        if distances[p] < limit:
+            raise CloseContactError(
+                f"atoms {neighbor_list.centers[p]} and {neighbor_list.neighbors[p]} are {distances[p]:.4f} Å "
+                f"apart, closer than {self.close_contact_factor} x min_dist = {limit:.4f} Å of the potential: "
+                "the structure is unphysical for this potential (or lower close_contact_factor)"
+            )
