@@ -1,0 +1,176 @@
+"""Forces and stress are derivatives of the energy; the energy has the symmetries of physics."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from conftest import FITTED, QUATERNARY
+from mtp_driver import MTPCalculator
+from mtp_driver.calculator import CloseContactError
+from mtp_driver.io.mtp_file import read_mtp
+
+SPECIES = ["Nb", "Mo", "Ta", "W"]
+
+
+@pytest.fixture(scope="module")
+def calculator(shared_data):
+    return MTPCalculator(QUATERNARY, species=SPECIES)
+
+
+def alloy(seed=0, repeat=(2, 2, 2), triclinic=True, rattle=0.12):
+    """A rattled 4-species bcc alloy; triclinic by a shear of the cell."""
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Mo", "bcc", a=3.2, cubic=True).repeat(repeat)
+    atoms.set_chemical_symbols(rng.choice(SPECIES, len(atoms)))
+    if triclinic:
+        cell = atoms.cell.array.copy()
+        cell[1] += 0.3 * cell[0] / np.linalg.norm(cell[0])
+        cell[2] += [0.2, -0.25, 0.0]
+        atoms.set_cell(cell, scale_atoms=True)
+    atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+    return atoms
+
+
+def energy(atoms, calculator):
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    return atoms.get_potential_energy()
+
+
+def test_forces_are_minus_energy_gradient(calculator):
+    atoms = alloy(seed=1)
+    atoms.calc = calculator
+    forces = atoms.get_forces()
+    h = 1e-5
+    for i in (0, 5, 11):
+        for a in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[i, a] += h
+            minus.positions[i, a] -= h
+            numeric = -(energy(plus, calculator) - energy(minus, calculator)) / (2 * h)
+            assert abs(numeric - forces[i, a]) < 2e-8  # eV/Å; finite-difference error is ~1e-9
+
+
+def test_stress_is_strain_derivative(calculator):
+    atoms = alloy(seed=2)
+    atoms.calc = calculator
+    stress = atoms.get_stress(voigt=False)
+    volume = atoms.get_volume()
+    h = 1e-6
+    for a, b in [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]:
+        values = []
+        for sign in (1, -1):
+            strain = np.eye(3)
+            strain[a, b] += sign * h / 2
+            strain[b, a] += sign * h / 2
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+            values.append(energy(strained, calculator))
+        numeric = (values[0] - values[1]) / (2 * h) / volume
+        assert abs(numeric - stress[a, b]) < 2e-9  # eV/Å³; finite-difference error is ~2e-10
+
+
+def test_rotation_translation_permutation(calculator):
+    atoms = alloy(seed=3)
+    atoms.calc = calculator
+    e0, f0, s0 = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False)
+    site0 = atoms.get_potential_energies()
+
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    rotated = atoms.copy()
+    rotated.set_cell(atoms.cell.array @ rotation.T)
+    rotated.positions = atoms.positions @ rotation.T
+    rotated.calc = calculator
+    assert abs(rotated.get_potential_energy() - e0) < 1e-9 * len(atoms)
+    assert np.allclose(rotated.get_forces(), f0 @ rotation.T, atol=1e-9)
+    assert np.allclose(rotated.get_stress(voigt=False), rotation @ s0 @ rotation.T, atol=1e-10)
+
+    shifted = atoms.copy()
+    shifted.positions += [7.3, -2.1, 40.0]  # far outside the cell: images must be found anyway
+    shifted.calc = calculator
+    assert abs(shifted.get_potential_energy() - e0) < 1e-9 * len(atoms)
+    assert np.allclose(shifted.get_forces(), f0, atol=1e-9)
+
+    order = np.random.default_rng(1).permutation(len(atoms))
+    permuted = atoms[order]
+    permuted.calc = calculator
+    assert np.allclose(permuted.get_potential_energies(), site0[order], atol=1e-10)
+    assert np.allclose(permuted.get_forces(), f0[order], atol=1e-9)
+
+
+def test_small_cell_equals_supercell(calculator):
+    """A cell smaller than twice the cutoff (every image inside the cutoff counted) equals its supercell."""
+    small = alloy(seed=4, repeat=(1, 1, 1))  # 2 atoms, 3.2 Å edges < 2 x 4.7 Å cutoff
+    small.calc = calculator
+    big = small.repeat((3, 2, 4))
+    big.calc = calculator
+    n = len(small)
+    assert abs(big.get_potential_energy() / len(big) - small.get_potential_energy() / n) < 1e-12
+    assert np.allclose(big.get_forces()[:n], small.get_forces(), atol=1e-10)
+    assert np.allclose(big.get_stress(), small.get_stress(), atol=1e-12)
+
+
+def test_open_and_mixed_boundaries(calculator):
+    """Clusters (no periodicity) and slabs (periodic in x, y) give finite-difference-consistent forces."""
+    cluster = alloy(seed=5, triclinic=False)
+    cluster.pbc = False
+    slab = alloy(seed=6, triclinic=False)
+    slab.pbc = (True, True, False)
+    for atoms in (cluster, slab):
+        atoms.calc = calculator
+        forces = atoms.get_forces()
+        surface_atom = int(np.argmax(atoms.positions[:, 2]))
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[surface_atom, 2] += 1e-5
+        minus.positions[surface_atom, 2] -= 1e-5
+        numeric = -(energy(plus, calculator) - energy(minus, calculator)) / 2e-5
+        assert abs(numeric - forces[surface_atom, 2]) < 1e-6
+    # the cluster has fewer neighbours at the surface than the periodic crystal
+    periodic = cluster.copy()
+    periodic.pbc = True
+    assert abs(energy(periodic, calculator) - cluster.get_potential_energy()) > 1.0
+    assert np.allclose(cluster.get_forces().sum(axis=0), 0.0, atol=1e-9)
+
+
+def test_single_species_calculator_matches_level16_file(shared_data):
+    """The Li potential (level 16, one species) on a bcc crystal: zero forces by symmetry."""
+    atoms = bulk("Li", "bcc", a=3.43, cubic=True).repeat(3)
+    atoms.calc = MTPCalculator(FITTED / "Li.mtp", species=["Li"])
+    assert np.abs(atoms.get_forces()).max() < 1e-10
+    assert -2.0 < atoms.get_potential_energy() / len(atoms) < -1.5
+
+
+def test_bad_inputs_give_clear_errors(calculator, shared_data):
+    atoms = alloy(seed=7)
+    foreign = atoms.copy()
+    foreign[3].symbol = "Cu"
+    foreign.calc = calculator
+    with pytest.raises(ValueError, match=r"contains \['Cu'\].*species are"):
+        foreign.get_potential_energy()
+
+    broken = atoms.copy()
+    broken.positions[2, 1] = np.nan
+    broken.calc = calculator
+    with pytest.raises(ValueError, match=r"non-finite positions for atoms \[2\]"):
+        broken.get_potential_energy()
+
+    crowded = atoms.copy()
+    crowded.positions[1] = crowded.positions[0] + [0.5, 0.0, 0.0]
+    crowded.calc = calculator
+    with pytest.raises(CloseContactError, match="atoms 0 and 1 are 0.5000 Å apart"):
+        crowded.get_potential_energy()
+
+    with pytest.raises(ValueError, match="say which element"):
+        MTPCalculator(QUATERNARY)
+    with pytest.raises(ValueError, match="4 types"):
+        MTPCalculator(QUATERNARY, species=["Nb", "Mo"])
+    untrained = read_mtp(QUATERNARY).copy(radial_coeffs=None, moment_coeffs=None)
+    with pytest.raises(ValueError, match="untrained"):
+        MTPCalculator(untrained, species=SPECIES)
+
+    molecule = Atoms("Mo2", positions=[[0, 0, 0], [0, 0, 2.5]])
+    molecule.calc = calculator
+    molecule.get_potential_energy()
+    with pytest.raises(Exception, match="stress needs a periodic cell"):
+        molecule.get_stress()
