@@ -1,0 +1,288 @@
+"""The driver loop: one connection to an i-PI (or ASE) server, answering force requests.
+
+Stateless across beads: each POSDATA is computed on arrival and answered at GETFORCE, whichever
+bead it is. Handles i-PI's consolidated order (POSDATA then GETFORCE, no STATUS between) and
+ASE's (STATUS before each). A stop (signal or `stop()`) takes effect between requests only.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from mtp_driver.ipi import protocol as wire
+from mtp_driver.ipi.evaluate import DriverError, Evaluator, read_template, template_label
+from mtp_driver.ipi.protocol import Endpoint
+from mtp_driver.ipi.sources import PotentialSpec
+
+log = logging.getLogger("mtp_driver.ipi")
+
+# after a fatal error: how long to keep reading what the server already sent
+DRAIN_SECONDS = 1.0
+# an INIT string longer than this is a malformed message, not a parameter string
+MAX_INIT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Summary:
+    requests: int
+    compute_seconds: float
+    wall_seconds: float
+    reason: str
+
+    def __str__(self) -> str:
+        per = 1e3 * self.compute_seconds / self.requests if self.requests else 0.0
+        return (
+            f"served {self.requests} requests in {self.wall_seconds:.1f} s "
+            f"({per:.3f} ms computing each); {self.reason}"
+        )
+
+
+class Driver:
+    """Serves one `Evaluator` to one server connection at a time."""
+
+    def __init__(self, evaluator: Evaluator, *, payload_timeout: float = 30.0):
+        self.evaluator = evaluator
+        # a header may take forever (i-PI waits for other work), the rest of a message may not
+        self.payload_timeout = payload_timeout
+        self.stop_reason: str | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._requests = 0
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ends `serve` at the next boundary between requests; safe from signal handlers and threads."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # the wake socket is already full: a stop is pending anyway
+
+    def serve(self, endpoint: Endpoint, connect_timeout: float = 60.0) -> Summary:
+        """Connects (with retries), answers requests until the server leaves or a stop; raises
+        `DriverError` on anything fatal, after draining the connection."""
+        start = time.monotonic()
+        self._requests = 0
+        log.info("connecting to %s", endpoint)
+        try:
+            sock, attempts = wire.connect(endpoint, connect_timeout, self._wake_r)
+        except wire.Stopped:
+            return self._finish(start, f"{self.stop_reason} before a server appeared")
+        except wire.ConnectTimeout as exc:
+            raise DriverError(str(exc)) from None
+        log.info("connected to %s after %d attempt(s)", endpoint, attempts)
+        with sock:
+            try:
+                reason = self._session(sock)
+            except (BrokenPipeError, ConnectionResetError):
+                reason = "the server closed the connection while we answered"
+            except DriverError as exc:
+                log.error("fatal: %s", exc)
+                _drain(sock)
+                log.info("%s", self._summary(start, "stopped by the error above"))
+                raise
+        return self._finish(start, reason)
+
+    def _summary(self, start: float, reason: str) -> Summary:
+        ev = self.evaluator
+        return Summary(self._requests, ev.compute_seconds, time.monotonic() - start, reason)
+
+    def _finish(self, start: float, reason: str) -> Summary:
+        summary = self._summary(start, reason)
+        log.info("%s", summary)
+        return summary
+
+    def _session(self, sock: socket.socket) -> str:
+        sock.settimeout(self.payload_timeout)
+        head = memoryview(bytearray(wire.HEADER_LEN))
+        prefix = memoryview(bytearray(wire.POSDATA_PREFIX))
+        positions = memoryview(bytearray(0))
+        status, reply, stopping = wire.NEEDINIT, None, False
+        while True:
+            if not stopping and sock not in select.select([sock, self._wake_r], [], [])[0]:
+                # only the stop is pending: refuse further data, then answer what already arrived
+                stopping = True
+                sock.shutdown(socket.SHUT_RD)
+                log.info("%s: finishing what the server already sent", self.stop_reason)
+            try:
+                got = sock.recv_into(head, wire.HEADER_LEN)
+            except ConnectionResetError:
+                return "the server reset the connection"
+            if got == 0:
+                return self.stop_reason if stopping else "the server closed the connection"
+            self._receive(sock, head[got:], "header")
+            msg = head.tobytes()
+            if msg == wire.STATUS:
+                sock.sendall(status)
+            elif msg == wire.POSDATA:
+                self._receive(sock, prefix, "POSDATA")
+                h = np.frombuffer(prefix, np.float64, 9)
+                natoms = int(np.frombuffer(prefix, np.int32, 1, offset=144)[0])
+                self.evaluator.check_natoms(natoms)
+                if len(positions) != 24 * natoms:
+                    positions = memoryview(bytearray(24 * natoms))
+                self._receive(sock, positions, "POSDATA")
+                reply = wire.pack_forceready(*self.evaluator(h, np.frombuffer(positions, np.float64)))
+                status = wire.HAVEDATA
+            elif msg == wire.GETFORCE:
+                if reply is None:
+                    raise DriverError("the server asked for forces (GETFORCE) before sending positions")
+                sock.sendall(reply)
+                self._requests += 1
+                reply, status = None, wire.READY
+            elif msg == wire.INIT:
+                self._read_init(sock)
+                status = wire.READY
+            elif msg == wire.EXIT:
+                return "the server sent EXIT"
+            else:
+                raise DriverError(
+                    f"unknown message header {msg!r}: the server does not speak the i-PI socket "
+                    "protocol (or uses i-PI's shm mode, which is not supported: use mode unix or inet)"
+                )
+
+    def _receive(self, sock: socket.socket, buf: memoryview, what: str) -> None:
+        try:
+            wire.recv_exact(sock, buf)
+        except (wire.Truncated, ConnectionResetError) as exc:
+            raise DriverError(
+                f"the server sent a truncated {what} message ({exc}); "
+                "is the server an i-PI server of a compatible version?"
+            ) from None
+
+    def _read_init(self, sock: socket.socket) -> None:
+        fixed = memoryview(bytearray(8))
+        self._receive(sock, fixed, "INIT")
+        bead, length = (int(x) for x in np.frombuffer(fixed, np.int32))
+        if not 0 <= length <= MAX_INIT_BYTES:
+            raise DriverError(f"malformed INIT message: parameter string of {length} bytes")
+        text = memoryview(bytearray(length))
+        self._receive(sock, text, "INIT")
+        params = text.tobytes().decode("utf-8", "replace").strip("\x00 ")
+        for token in params.replace(",", " ").split():
+            key, _, value = token.partition(":")
+            if key == "batch_size" and value.strip() not in ("", "1"):
+                raise DriverError(
+                    f"i-PI asks for batched requests ({token}); this driver answers one structure "
+                    "per request: remove <batch_size> from the <ffsocket> and run more drivers instead"
+                )
+        log.info("initialised by the server (bead %d%s)", bead, f", parameters {params!r}" if params else "")
+
+
+def _drain(sock: socket.socket) -> None:
+    """Reads what the server already sent before closing: closing on unread data resets the
+    connection, and i-PI 3.3.1 hangs forever on a reset after POSDATA."""
+    deadline = time.monotonic() + DRAIN_SECONDS
+    sock.settimeout(0.1)
+    try:
+        while time.monotonic() < deadline and sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass
+
+
+def make_driver(
+    spec: PotentialSpec, template: str | Atoms, *, min_distance: float | None = None, **options
+) -> Driver:
+    """A ready `Driver` for a potential spec and a template (an ASE-readable path, '-' for stdin, or Atoms)."""
+    if isinstance(template, Atoms):
+        atoms, label = template, "the template"
+    else:
+        atoms, label = read_template(str(template)), template_label(template)
+    evaluator = Evaluator(spec.build(), atoms, min_distance=min_distance, template_name=label)
+    return Driver(evaluator, **options)
+
+
+def run(driver: Driver, endpoint: Endpoint, *, connect_timeout: float = 60.0) -> int:
+    """Serves in the main thread with SIGTERM/SIGINT as graceful stops; returns an exit code."""
+    handlers = {
+        sig: signal.signal(sig, lambda num, frame: driver.stop(f"received {signal.Signals(num).name}"))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        driver.serve(endpoint, connect_timeout)
+    except DriverError:
+        return 1
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+    return 0
+
+
+class DriverThread(threading.Thread):
+    """Runs a `Driver` in a background thread; `stop()` ends it between requests."""
+
+    def __init__(self, driver: Driver, endpoint: Endpoint, *, connect_timeout: float = 60.0):
+        super().__init__(name=f"mtp-driver {endpoint}", daemon=True)
+        self.driver, self.endpoint, self.connect_timeout = driver, endpoint, connect_timeout
+        self.summary: Summary | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.summary = self.driver.serve(self.endpoint, self.connect_timeout)
+        except BaseException as exc:  # handed to the owner by result()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.driver.stop("stopped by its owner")
+
+    def result(self, timeout: float | None = None) -> Summary:
+        """Waits for the thread; returns its summary or raises its error."""
+        self.join(timeout)
+        if self.is_alive():
+            raise TimeoutError(f"the driver thread for {self.endpoint} is still running after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.summary
+
+
+def driver_command(spec: PotentialSpec, template: str, endpoint: Endpoint, *options: str) -> list[str]:
+    """The `mtp-driver serve` command line (with this interpreter) for a spec and an endpoint."""
+    return [
+        sys.executable, "-m", "mtp_driver.cli", "serve",
+        *spec.cli_args(), "--template", template, *endpoint.cli_args(), *options,
+    ]
+
+
+def start_driver_process(
+    spec: PotentialSpec,
+    template: str | Atoms,
+    endpoint: Endpoint,
+    *options: str,
+    **popen_kwargs,
+) -> subprocess.Popen:
+    """Starts `mtp-driver serve` as a separate process; an Atoms template is passed on stdin."""
+    if not isinstance(template, Atoms):
+        return subprocess.Popen(driver_command(spec, str(template), endpoint, *options), **popen_kwargs)
+    proc = subprocess.Popen(
+        driver_command(spec, "-", endpoint, *options), stdin=subprocess.PIPE, text=True, **popen_kwargs
+    )
+    import ase.io
+
+    ase.io.write(proc.stdin, template, format="extxyz")
+    proc.stdin.close()
+    return proc
+
+
+class SocketClientLauncher:
+    """For `ase.calculators.socketio.SocketIOCalculator(launch_client=...)`: starts our driver
+    for the atoms ASE is about to compute, on the socket ASE opened."""
+
+    def __init__(self, spec: PotentialSpec, *options: str, **popen_kwargs):
+        self.spec, self.options, self.popen_kwargs = spec, options, popen_kwargs
+
+    def __call__(self, atoms, properties=None, port=None, unixsocket=None) -> subprocess.Popen:
+        endpoint = Endpoint(unix=unixsocket) if unixsocket is not None else Endpoint(port=port)
+        return start_driver_process(self.spec, atoms, endpoint, *self.options, **self.popen_kwargs)

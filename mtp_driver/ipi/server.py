@@ -1,0 +1,102 @@
+"""Running i-PI itself as a child process, on an input pointed at a given socket (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from mtp_driver.ipi.protocol import DEFAULT_UNIX_PREFIX, Endpoint
+
+
+def ipi_executable() -> str:
+    """The `i-pi` script of this environment (next to the interpreter), else the one on PATH."""
+    beside = Path(sys.executable).with_name("i-pi")
+    found = str(beside) if beside.exists() else shutil.which("i-pi")
+    if found is None:
+        raise FileNotFoundError("the i-pi executable is not installed: pip install ipi")
+    return found
+
+
+def configure_input(
+    xml: str,
+    endpoint: Endpoint,
+    *,
+    total_steps: int | None = None,
+    prefix: str | None = None,
+    seed: int | None = None,
+) -> str:
+    """The same i-PI input with every <ffsocket> on `endpoint`, and optionally shorter or renamed."""
+    root = ET.fromstring(xml)
+    sockets = list(root.iter("ffsocket"))
+    if not sockets:
+        raise ValueError("the i-PI input has no <ffsocket>")
+    for ff in sockets:
+        for tag in ("address", "port"):
+            for old in ff.findall(tag):
+                ff.remove(old)
+        ff.set("mode", "unix" if endpoint.unix is not None else "inet")
+        ET.SubElement(ff, "address").text = endpoint.unix if endpoint.unix is not None else endpoint.host
+        if endpoint.port is not None:
+            ET.SubElement(ff, "port").text = str(endpoint.port)
+    if endpoint.unix is not None and endpoint.prefix != DEFAULT_UNIX_PREFIX:
+        root.set("sockets_prefix", endpoint.prefix)
+    if total_steps is not None:
+        _child(root, "total_steps").text = str(total_steps)
+    if prefix is not None:
+        _child(root, "output").set("prefix", prefix)
+    if seed is not None:
+        _child(_child(root, "prng"), "seed").text = str(seed)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _child(parent: ET.Element, tag: str) -> ET.Element:
+    found = parent.find(tag)
+    return found if found is not None else ET.SubElement(parent, tag)
+
+
+class IPIProcess:
+    """`i-pi INPUT` running in `workdir` with its sockets on `endpoint` (`configure` as in
+    `configure_input`); its output goes to `workdir/NAME.log`."""
+
+    def __init__(self, xml: str, workdir: str | Path, endpoint: Endpoint, name: str = "input", **configure):
+        self.workdir = Path(workdir)
+        self.endpoint = endpoint
+        self.input = self.workdir / f"{name}.xml"
+        self.input.write_text(configure_input(xml, endpoint, **configure))
+        self.log_path = self.workdir / f"{name}.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [ipi_executable(), self.input.name],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        """Waits for i-PI to finish; on timeout kills it and raises with the end of its log."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise TimeoutError(f"i-PI did not finish within {timeout} s; log ends:\n{self.log()[-2000:]}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            # a killed i-PI leaves its socket file behind
+            if self.endpoint.unix is not None:
+                Path(self.endpoint.path).unlink(missing_ok=True)
+
+    def __enter__(self) -> IPIProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
