@@ -6,8 +6,10 @@ import os
 
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
 
+from .io.species import checked_species
 from .mtp.evaluate import evaluate
 from .mtp.layout import kernel_layout
 from .mtp.model import MTP
@@ -55,13 +57,10 @@ class MTPCalculator(Calculator):
                 f"the potential has {self.mtp.species_count} types; say which element each is, "
                 "e.g. MTPCalculator(pot, species=['Cu'])"
             )
-        species = [species] if isinstance(species, str) else list(species)
+        species = list(checked_species([species] if isinstance(species, str) else species))
         if len(species) != self.mtp.species_count:
             raise ValueError(f"species {species} has {len(species)} entries; the potential has "
                              f"{self.mtp.species_count} types")
-        unknown = [s for s in species if s not in atomic_numbers]
-        if unknown:
-            raise ValueError(f"unknown chemical symbols in species: {unknown}")
         self.species = species
         self._type_of_number = {atomic_numbers[s]: t for t, s in enumerate(species)}
         self.close_contact_factor = close_contact_factor
@@ -117,3 +116,19 @@ class MTPCalculator(Calculator):
                 f"apart, closer than {self.close_contact_factor} x min_dist = {limit:.4f} Å of the potential: "
                 "the structure is unphysical for this potential (or lower close_contact_factor)"
             )
+
+
+def predict(calculator: Calculator, images) -> list:
+    """Copies of `images` carrying `calculator`'s energy, per-atom energies, forces and (periodic) stress."""
+    predictions = []
+    for atoms in images:
+        atoms = atoms.copy()
+        atoms.calc = calculator
+        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        if "stress" in calculator.results:
+            results["stress"] = atoms.get_stress()
+        if "energies" in calculator.results:
+            results["energies"] = calculator.results["energies"]
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        predictions.append(atoms)
+    return predictions

@@ -9,6 +9,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtp-driver", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(commands)
     _add_init(commands)
     _add_calc_efs(commands)
     _add_calc_errors(commands)
@@ -18,6 +19,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _species_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _add_demo(commands) -> None:
+    p = commands.add_parser("demo", help="run the Quick start job (MD of fcc Cu with a shipped MTP)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--repeat", type=int, default=4, help="supercell of repeat^3 cubic fcc cells")
+    p.set_defaults(run=_demo)
+
+
+def _demo(args) -> int:
+    from mtp_driver.demo import run_demo
+
+    run_demo(repeat=args.repeat, steps=args.steps)
+    return 0
 
 
 def _add_init(commands) -> None:
@@ -132,7 +147,11 @@ def _serve(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except (OSError, ValueError) as exc:  # user errors (bad file, bad species): one line, no traceback
+        print(f"mtp-driver {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
