@@ -5,6 +5,7 @@ Shared by the socket driver and the i-PI pes plugin, so both check and convert i
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -30,14 +31,20 @@ class DriverError(RuntimeError):
 def read_template(path: str) -> Atoms:
     """The structure that gives species (and periodicity) to every request; '-' reads extxyz from stdin."""
     try:
-        if path == "-":
-            return ase.io.read(sys.stdin, format="extxyz")
-        return ase.io.read(path)
+        if path != "-":
+            return ase.io.read(path)
+        text = sys.stdin.read()
+        if not text.strip():
+            raise DriverError("the template was to come on stdin ('--template -') but stdin was empty")
+        return ase.io.read(io.StringIO(text), format="extxyz")
     except FileNotFoundError:
         raise DriverError(f"template file {path!r} does not exist") from None
+    except DriverError:
+        raise
     except Exception as exc:
         raise DriverError(
-            f"cannot read template {path!r} ({exc}); give any ASE-readable structure file"
+            f"cannot read template {path!r} ({type(exc).__name__}: {exc}); "
+            "give any ASE-readable structure file"
         ) from exc
 
 
