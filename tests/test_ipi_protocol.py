@@ -104,12 +104,16 @@ def server():
     srv.close()
 
 
-def start(server, potential_spec=PotentialSpec(emt=True), atoms=None, **options) -> DriverThread:
-    driver = make_driver(potential_spec, atoms if atoms is not None else cu_atoms(), **options)
+def run_in_thread(server, driver: Driver) -> DriverThread:
     thread = DriverThread(driver, server.endpoint, connect_timeout=20)
     thread.start()
     server.accept()
     return thread
+
+
+def start(server, potential_spec=PotentialSpec(emt=True), atoms=None, **options) -> DriverThread:
+    atoms = atoms if atoms is not None else cu_atoms()
+    return run_in_thread(server, make_driver(potential_spec, atoms, **options))
 
 
 def emt_reference(atoms):
@@ -247,9 +251,7 @@ class Flickering:
     [(Exploding(), 1, "non-finite results"), (Flickering(), 2, r"extras keys changed from \['a'\] to \['b'\]")],
 )
 def test_bad_potential_results_are_fatal(server, potential, steps, match):
-    thread = DriverThread(Driver(Evaluator(potential, cu_atoms())), server.endpoint)
-    thread.start()
-    server.accept()
+    thread = run_in_thread(server, Driver(Evaluator(potential, cu_atoms())))
     for step in range(steps - 1):
         server.send(server.posdata(cu_atoms()), GETFORCE)
         server.forceready()
