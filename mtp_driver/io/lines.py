@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable
+from typing import Callable, Iterable
+
+import numpy as np
 
 from mtp_driver.io.errors import MLIPFormatError
+
+_INT64_RANGE = range(-(2**63), 2**63)
+
+
+def shortened(text: str, limit: int = 60) -> str:
+    """``repr(text)``, cut to ``limit`` characters, for quoting a line in an error message."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 class LineCursor:
@@ -51,9 +60,12 @@ class LineCursor:
 
     def to_int(self, text: str, line: int, what: str) -> int:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise self.error(line, f"expected an integer for {what}, got {text!r}") from None
+        if value not in _INT64_RANGE:
+            raise self.error(line, f"{what} is {text}, too large for a 64-bit integer")
+        return value
 
     def to_float(self, text: str, line: int, what: str) -> float:
         """A finite float; NaN and infinities are errors because MLIP cannot use them."""
@@ -64,3 +76,20 @@ class LineCursor:
         if not math.isfinite(value):
             raise self.error(line, f"{what} is {text!r}, not a finite number")
         return value
+
+    def to_array(self, tokens: list[str], kind: type, what: str, line_of_token: Callable[[int], int]) -> np.ndarray:
+        """``tokens`` as an int64 (``kind=int``) or finite float64 (``kind=float``) array.
+
+        NumPy converts them in one call; only when that fails are they converted one by one, so
+        that the error names the line (``line_of_token(index)``) of the offending token.
+        """
+        try:
+            values = np.array(tokens, dtype=np.int64 if kind is int else np.float64)
+        except (ValueError, OverflowError):
+            values = None
+        if values is not None and (kind is int or np.isfinite(values).all()):
+            return values
+        convert = self.to_int if kind is int else self.to_float
+        for index, token in enumerate(tokens):
+            convert(token, line_of_token(index), what)
+        raise self.error(line_of_token(0), f"cannot read {what} as numbers")

@@ -49,7 +49,7 @@ import os
 import numpy as np
 
 from mtp_driver.io.atomic import atomic_write
-from mtp_driver.io.lines import LineCursor
+from mtp_driver.io.lines import LineCursor, shortened
 from mtp_driver.io.species import checked_species
 from mtp_driver.mtp.model import MTP
 
@@ -164,7 +164,7 @@ class _MTPReader:
         number, version = self.value("version")
         if version != SUPPORTED_VERSION:
             raise lines.error(number, f"MLIP reads only version {SUPPORTED_VERSION}, got {version!r}")
-        fields: dict = {"version": version}
+        fields: dict = {"version": version}  # text fields absent from the file keep the MTP defaults
         if self.next_key() == "potential_name":
             number, name = self.value("potential_name")
             if len(name.split()) != 1:
@@ -265,7 +265,7 @@ class _MTPReader:
     def numbers(self, number: int, text: str, what: str, shape: tuple[int, ...], kind: type) -> np.ndarray:
         """The numbers of a brace list ``{a, b}`` (shape (n,)) or ``{{a, b}, {c, d}}`` (shape (n, m))."""
         if not (text.startswith("{") and text.endswith("}")):
-            raise self.lines.error(number, f"expected {what} in braces {{...}}, got {_shorten(text)}")
+            raise self.lines.error(number, f"expected {what} in braces {{...}}, got {shortened(text)}")
         if text.count("{") != text.count("}"):
             raise self.lines.error(number, f"unbalanced braces in {what}")
         if len(shape) == 2 and text.count("{") - 1 != shape[0]:
@@ -277,17 +277,7 @@ class _MTPReader:
         if len(tokens) != expected:
             per_group = f" ({shape[1]} per entry)" if len(shape) == 2 else ""
             raise self.lines.error(number, f"expected {expected} numbers{per_group} in {what}, got {len(tokens)}")
-        try:
-            values = np.array(tokens, dtype=np.int64 if kind is int else np.float64).reshape(shape)
-        except (ValueError, OverflowError):
-            values = None
-        if values is not None and (kind is int or np.all(np.isfinite(values))):
-            return values
-        # Slow path, only to name the offending token.
-        convert = self.lines.to_int if kind is int else self.lines.to_float
-        for token in tokens:
-            convert(token, number, what)
-        raise self.lines.error(number, f"{what} contains an integer too large for 64 bits")
+        return self.lines.to_array(tokens, kind, what, lambda _: number).reshape(shape)
 
     def index_table(self, key: str) -> np.ndarray:
         """The ``key_count = n`` line and the ``key = {{...}, ...}`` line after it, as an (n, 4) array."""
@@ -308,7 +298,7 @@ class _MTPReader:
                 label = f"{central}-{neighbour}"
                 number, text = lines.next(f"the radial_coeffs block '{label}'")
                 if text != label:
-                    raise lines.error(number, f"expected the radial_coeffs block '{label}', got {_shorten(text)}")
+                    raise lines.error(number, f"expected the radial_coeffs block '{label}', got {shortened(text)}")
                 for mu in range(radial_funcs_count):
                     what = f"radial function {mu} of block {label} ({radial_basis_size} coefficients)"
                     number, text = lines.next(what)
@@ -350,7 +340,3 @@ class _MTPReader:
         self.check_range(number, times[:, [0, 1, 3]].ravel(), alpha_moments_count, "alpha_index_times", "alpha_moments_count")
         if len(times) and times[:, 3].min() < n_basic:
             raise self.lines.error(number, "alpha_index_times writes into a basic moment (target index < alpha_index_basic_count)")
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
