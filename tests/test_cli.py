@@ -1,0 +1,59 @@
+"""The `mtp-driver` subcommands over real files, run as a user runs them."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import FITTED, MLIP2_REFERENCE, QUATERNARY
+from mtp_driver.io.cfg import read_cfg
+
+
+def mtp_driver(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "mtp_driver.cli", *map(str, args)],
+                            capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"mtp-driver {args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_calc_efs_writes_mlip2_numbers(shared_data, tmp_path):
+    out = tmp_path / "out.cfg"
+    mtp_driver("calc-efs", QUATERNARY, MLIP2_REFERENCE / "NbMo_Test.cfg", out, "--species", "Nb,Mo,Ta,W")
+    ours = read_cfg(out, species=["Nb", "Mo", "Ta", "W"])
+    reference = read_cfg(MLIP2_REFERENCE / "NbMo_Test.mlip2.cfg", species=["Nb", "Mo", "Ta", "W"])
+    assert len(ours) == len(reference) == 40
+    for a, b in zip(ours, reference):
+        assert abs(a.get_potential_energy() - b.get_potential_energy()) < 2e-9 * len(a)
+        assert np.abs(a.get_forces() - b.get_forces()).max() < 2e-6
+
+
+def test_calc_efs_reads_and_writes_ase_formats(shared_data, tmp_path):
+    structures = read_cfg(MLIP2_REFERENCE / "Li.test.cfg", species=["Li"])[:3]
+    import ase.io
+
+    ase.io.write(tmp_path / "in.extxyz", structures)
+    mtp_driver("calc-efs", FITTED / "Li.mtp", tmp_path / "in.extxyz", tmp_path / "out.extxyz", "--species", "Li")
+    predicted = ase.io.read(tmp_path / "out.extxyz", index=":")
+    assert len(predicted) == 3 and predicted[0].get_forces().shape == (len(structures[0]), 3)
+
+
+def test_calc_errors_matches_published_li_errors(shared_data):
+    output = mtp_driver("calc-errors", FITTED / "Li.mtp", MLIP2_REFERENCE / "Li.test.cfg", "--species", "Li").stdout
+    rows = {line.split()[0]: line.split() for line in output.splitlines()[2:]}
+    # Zuo et al. 2020 Li MTP on the mlearn test set: 0.660 meV/atom and 0.0132 eV/Å RMSE
+    assert float(rows["energy_per_atom"][3]) == pytest.approx(0.660e-3, abs=0.0005e-3)
+    assert float(rows["forces"][3]) == pytest.approx(0.0132, abs=0.00005)
+
+
+def test_user_errors_are_one_line(shared_data, tmp_path):
+    missing = mtp_driver("calc-errors", FITTED / "Li.mtp", tmp_path / "nope.cfg", "--species", "Li", check=False)
+    assert missing.returncode == 2 and "No such file" in missing.stderr and "Traceback" not in missing.stderr
+    wrong = mtp_driver("calc-efs", FITTED / "Li.mtp", MLIP2_REFERENCE / "Li.test.cfg", tmp_path / "o.cfg",
+                       "--species", "Li,Cu", check=False)
+    assert wrong.returncode == 2 and "1 types" in wrong.stderr
+    broken = tmp_path / "broken.cfg"
+    broken.write_text("BEGIN_CFG\n Size\n    2\n AtomData: id type cartes_x cartes_y cartes_z\n 1 0 0 0 0\n")
+    bad = mtp_driver("calc-efs", FITTED / "Li.mtp", broken, tmp_path / "o.cfg", "--species", "Li", check=False)
+    assert bad.returncode == 2 and "broken.cfg, line" in bad.stderr
