@@ -7,7 +7,9 @@ ASE's (STATUS before each). A stop (signal or `stop()`) takes effect between req
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import select
 import signal
 import socket
@@ -266,13 +268,18 @@ def start_driver_process(
     """Starts `mtp-driver serve` as a separate process; an Atoms template is passed on stdin."""
     if not isinstance(template, Atoms):
         return subprocess.Popen(driver_command(spec, str(template), endpoint, *options), **popen_kwargs)
-    proc = subprocess.Popen(
-        driver_command(spec, "-", endpoint, *options), stdin=subprocess.PIPE, text=True, **popen_kwargs
-    )
     import ase.io
 
-    ase.io.write(proc.stdin, template, format="extxyz")
-    proc.stdin.close()
+    text = io.StringIO()
+    ase.io.write(text, template, format="extxyz")
+    # our own pipe rather than stdin=PIPE, so the caller can still use communicate()
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(driver_command(spec, "-", endpoint, *options), stdin=read_end, **popen_kwargs)
+    finally:
+        os.close(read_end)
+    with open(write_end, "w") as pipe:
+        pipe.write(text.getvalue())
     return proc
 
 

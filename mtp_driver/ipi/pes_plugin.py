@@ -2,7 +2,8 @@
 
     i-pi-py_driver -m custom -P $(python -m mtp_driver.ipi.pes_plugin) -u -a NAME \\
         -o template=start.xyz,potential=pot.mtp,species=Cu:Ag
-    <ffdirect name="mtp" pes="custom" pes_path="(same path)">
+    <ffdirect name="mtp">
+      <pes>custom</pes> <pes_path>(the same path)</pes_path>
       <parameters>{template: start.xyz, potential: pot.mtp, species: Cu:Ag}</parameters>
     </ffdirect>
 

@@ -58,14 +58,16 @@ def _child(parent: ET.Element, tag: str) -> ET.Element:
 
 
 class IPIProcess:
-    """`i-pi INPUT` running in `workdir` with its sockets on `endpoint` (`configure` as in
-    `configure_input`); its output goes to `workdir/NAME.log`."""
+    """`i-pi INPUT` running in `workdir`, with its sockets moved to `endpoint` if given
+    (`configure` as in `configure_input`); its output goes to `workdir/NAME.log`."""
 
-    def __init__(self, xml: str, workdir: str | Path, endpoint: Endpoint, name: str = "input", **configure):
+    def __init__(
+        self, xml: str, workdir: str | Path, endpoint: Endpoint | None = None, name: str = "input", **configure
+    ):
         self.workdir = Path(workdir)
         self.endpoint = endpoint
         self.input = self.workdir / f"{name}.xml"
-        self.input.write_text(configure_input(xml, endpoint, **configure))
+        self.input.write_text(xml if endpoint is None else configure_input(xml, endpoint, **configure))
         self.log_path = self.workdir / f"{name}.log"
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
@@ -92,7 +94,7 @@ class IPIProcess:
             self.proc.kill()
             self.proc.wait()
             # a killed i-PI leaves its socket file behind
-            if self.endpoint.unix is not None:
+            if self.endpoint is not None and self.endpoint.unix is not None:
                 Path(self.endpoint.path).unlink(missing_ok=True)
 
     def __enter__(self) -> IPIProcess:

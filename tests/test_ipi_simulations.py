@@ -1,0 +1,305 @@
+"""The driver serving EMT to the real `i-pi` executable: MD, PIMD, LBFGS and NEB agree with ASE;
+the pes plugin works in i-PI's own driver and in-process; drivers come and go without harm."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.mep import NEB
+from ase.optimize import BFGS, FIRE
+
+from mtp_driver.ipi import DriverThread, Endpoint, IPIProcess, PotentialSpec, make_driver, start_driver_process
+from mtp_driver.ipi.server import ipi_executable
+
+pytestmark = pytest.mark.timeout(240)
+EMT_SPEC = PotentialSpec(emt=True)
+IPI_SECONDS = 180
+
+
+def unix_endpoint() -> Endpoint:
+    return Endpoint(unix=f"t{os.getpid()}_{uuid.uuid4().hex[:10]}")
+
+
+def tcp_endpoint() -> Endpoint:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return Endpoint(port=probe.getsockname()[1])
+
+
+def simulation(
+    motion: str, *, mode: str = "dynamics", nbeads: int = 1, steps: int = 20, outputs: str = "", forcefield: str = ""
+) -> str:
+    """A small i-PI input around a `motion` of `mode`; output to out.*, full precision."""
+    forcefield = forcefield or "<ffsocket name='driver' mode='unix'><address>x</address><timeout>0</timeout></ffsocket>"
+    return f"""
+<simulation verbosity='low' safe_stride='1000' floatformat='%.16e'>
+  <output prefix='out'>
+    <properties stride='1' filename='props'>[step, potential{{electronvolt}}]</properties>
+    {outputs}
+  </output>
+  <total_steps>{steps}</total_steps>
+  <prng><seed>31415</seed></prng>
+  {forcefield}
+  <system>
+    <initialize nbeads='{nbeads}'>
+      <file mode='ase'>init.extxyz</file>
+      <velocities mode='thermal' units='kelvin'>300</velocities>
+    </initialize>
+    <forces><force forcefield='driver'/></forces>
+    <motion mode='{mode}'>{motion}</motion>
+    <ensemble><temperature units='kelvin'>300</temperature></ensemble>
+  </system>
+</simulation>"""
+
+
+NVT = "<dynamics mode='nvt'><timestep units='femtosecond'>2</timestep><thermostat mode='svr'><tau units='femtosecond'>50</tau></thermostat></dynamics>"
+POSITIONS = "<trajectory filename='pos' stride='1' format='ase'>positions</trajectory>"
+
+
+def potentials(workdir: Path) -> np.ndarray:
+    return np.loadtxt(workdir / "out.props", ndmin=2)[:, 1]
+
+
+def finish(ipi: IPIProcess) -> None:
+    assert ipi.wait(IPI_SECONDS) == 0, ipi.log()[-2000:]
+
+
+def assert_energies_match_emt(workdir: Path) -> int:
+    frames = ase.io.read(workdir / "out.pos_0.extxyz", ":")
+    direct = []
+    for atoms in frames:
+        atoms.calc = EMT()
+        direct.append(atoms.get_potential_energy())
+    np.testing.assert_allclose(potentials(workdir), direct, rtol=1e-6)
+    return len(frames)
+
+
+CELLS = {
+    "cubic": lambda: bulk("Cu", "fcc", a=3.5, cubic=True).repeat(2),
+    "triclinic": lambda: bulk("Cu", "fcc", a=3.5).repeat(3),
+}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_nvt_energies_equal_direct_emt(tmp_path, cell):
+    atoms = CELLS[cell]()
+    atoms.rattle(0.02, seed=7)
+    atoms.write(tmp_path / "init.extxyz")
+    endpoint = unix_endpoint()
+    extras = "<trajectory filename='version' stride='1' extra_type='model_version'>extras</trajectory>"
+    with IPIProcess(simulation(NVT, outputs=POSITIONS + extras), tmp_path, endpoint) as ipi:
+        if cell == "cubic":
+            # the command-line driver, as a user runs it
+            driver = start_driver_process(EMT_SPEC, str(tmp_path / "init.extxyz"), endpoint, stderr=subprocess.PIPE, text=True)
+            finish(ipi)
+            _, log = driver.communicate(timeout=60)
+            assert driver.returncode == 0 and "served 21 requests" in log and "the server sent EXIT" in log
+        else:
+            thread = DriverThread(make_driver(EMT_SPEC, atoms), endpoint)
+            thread.start()
+            finish(ipi)
+            assert thread.result(60).requests == 21
+    assert assert_energies_match_emt(tmp_path) == 21
+    # the extras reached i-PI as a JSON object, the same keys every step
+    assert (tmp_path / "out.version_0").read_text().count("EMT") == 21
+
+
+PIMD = (
+    "<dynamics mode='nvt'><timestep units='femtosecond'>1</timestep>"
+    "<thermostat mode='pile_l'><tau units='femtosecond'>50</tau></thermostat></dynamics>"
+)
+
+
+def run_pimd(workdir: Path, endpoint: Endpoint, clients: int, as_processes: bool) -> np.ndarray:
+    workdir.mkdir()
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+    atoms.write(workdir / "init.extxyz")
+    with IPIProcess(simulation(PIMD, nbeads=4, steps=8, outputs=POSITIONS), workdir, endpoint) as ipi:
+        if as_processes:
+            drivers = [start_driver_process(EMT_SPEC, atoms, endpoint) for _ in range(clients)]
+        else:
+            drivers = [DriverThread(make_driver(EMT_SPEC, atoms), endpoint) for _ in range(clients)]
+            for thread in drivers:
+                thread.start()
+        finish(ipi)
+        for driver in drivers:
+            assert driver.wait(60) == 0 if as_processes else driver.result(60).requests > 0
+    centroid = ase.io.read(workdir / "out.pos_0.extxyz", "-1").positions
+    return np.concatenate([potentials(workdir), centroid.ravel()])
+
+
+def test_pimd_two_unix_clients_equal_three_tcp_clients(tmp_path):
+    unix = run_pimd(tmp_path / "unix", unix_endpoint(), clients=2, as_processes=True)
+    tcp = run_pimd(tmp_path / "tcp", tcp_endpoint(), clients=3, as_processes=False)
+    np.testing.assert_allclose(unix, tcp, rtol=1e-12, atol=1e-12)
+
+
+def vacancy_cell():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    del atoms[0]
+    return atoms
+
+
+def relaxed(atoms, fmax=1e-4):
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    BFGS(atoms, logfile=None).run(fmax=fmax, steps=1000)
+    return atoms
+
+
+def serve_in_thread(endpoint: Endpoint, atoms) -> DriverThread:
+    thread = DriverThread(make_driver(EMT_SPEC, atoms), endpoint)
+    thread.start()
+    return thread
+
+
+def test_lbfgs_reaches_the_ase_bfgs_minimum(tmp_path):
+    start = vacancy_cell()
+    start.rattle(0.05, seed=11)
+    start.write(tmp_path / "init.extxyz")
+    lbfgs = (
+        "<optimizer mode='lbfgs'><tolerances><energy>1e-10</energy><force>1e-6</force>"
+        "<position>1e-6</position></tolerances></optimizer>"
+    )
+    endpoint = unix_endpoint()
+    with IPIProcess(simulation(lbfgs, mode="minimize", steps=2000, outputs=POSITIONS), tmp_path, endpoint) as ipi:
+        thread = serve_in_thread(endpoint, start)
+        finish(ipi)
+        thread.result(60)
+    final = ase.io.read(tmp_path / "out.pos_0.extxyz", "-1")
+    reference = relaxed(start)
+    assert potentials(tmp_path)[-1] == pytest.approx(reference.get_potential_energy(), abs=1e-6)
+    shift = (final.positions - reference.positions).mean(axis=0)
+    np.testing.assert_allclose(final.positions - shift, reference.positions, atol=1e-3)
+
+
+def vacancy_hop_images(count: int):
+    initial = relaxed(vacancy_cell())
+    final = vacancy_cell()
+    # the neighbour at a/2 (1/2, 1/2, 0) hops into the vacancy at the origin
+    hopper = int(np.argmin(np.linalg.norm(final.positions - [1.8, 1.8, 0.0], axis=1)))
+    final.positions[hopper] = [0.0, 0.0, 0.0]
+    final = relaxed(final)
+    images = [initial] + [initial.copy() for _ in range(count)] + [final]
+    NEB(images, method="improvedtangent").interpolate()
+    return images
+
+
+def test_neb_barrier_of_a_vacancy_hop_matches_ase(tmp_path):
+    images = vacancy_hop_images(5)
+    ase.io.write(tmp_path / "init.extxyz", images)
+    reference = [image.copy() for image in images]
+    for image in reference:
+        image.calc = EMT()
+    band = NEB(reference, k=0.1, climb=True, method="improvedtangent")
+    FIRE(band, logfile=None).run(fmax=1e-3, steps=2000)
+    ase_barrier = max(image.get_potential_energy() for image in reference) - reference[0].get_potential_energy()
+
+    neb = (
+        "<neb_optimizer mode='fire'><tolerances><energy>1e-10</energy><force>2e-5</force>"
+        "<position>1e-5</position></tolerances><spring><kappa>0.001</kappa></spring>"
+        "<use_climb>true</use_climb></neb_optimizer>"
+    )
+    beads = "<properties stride='1' filename='beads'>[step, bead_potentials{electronvolt}]</properties>"
+    endpoint = unix_endpoint()
+    with IPIProcess(simulation(neb, mode="neb", nbeads=7, steps=3000, outputs=beads), tmp_path, endpoint) as ipi:
+        threads = [serve_in_thread(endpoint, images[0]) for _ in range(2)]
+        finish(ipi)
+        for thread in threads:
+            thread.result(60)
+    assert "NEB_CLIMB finished successfully" in ipi.log()
+    last = np.loadtxt(tmp_path / "out.beads", ndmin=2)[-1, 1:]
+    assert last.max() - last[0] == pytest.approx(ase_barrier, abs=1e-3)
+    assert 0.3 < ase_barrier < 1.0
+
+
+def steps_done(props: Path) -> int:
+    return sum(1 for line in props.read_text().splitlines() if line.strip() and not line.startswith("#"))
+
+
+def wait_for_steps(workdir: Path, steps: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    props = workdir / "out.props"
+    while time.monotonic() < deadline:
+        if props.exists() and steps_done(props) >= steps:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"i-PI did not reach step {steps} within {timeout} s")
+
+
+def test_driver_exits_cleanly_when_ipi_dies(tmp_path):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+    atoms.write(tmp_path / "init.extxyz")
+    endpoint = unix_endpoint()
+    with IPIProcess(simulation(NVT, steps=100000), tmp_path, endpoint) as ipi:
+        driver = start_driver_process(EMT_SPEC, atoms, endpoint, stderr=subprocess.PIPE, text=True)
+        wait_for_steps(tmp_path, 5)
+        ipi.kill()
+        _, log = driver.communicate(timeout=60)
+    assert driver.returncode == 0, log
+    assert "closed the connection" in log or "reset the connection" in log
+
+
+def test_sigterm_between_steps_lets_a_second_driver_continue_the_same_trajectory(tmp_path):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+    runs = {}
+    for name in ("reference", "interrupted"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        atoms.write(workdir / "init.extxyz")
+        endpoint = unix_endpoint()
+        with IPIProcess(simulation(NVT, steps=150, outputs=POSITIONS), workdir, endpoint) as ipi:
+            if name == "interrupted":
+                first = start_driver_process(EMT_SPEC, atoms, endpoint, stderr=subprocess.PIPE, text=True)
+                wait_for_steps(workdir, 20)
+                first.send_signal(signal.SIGTERM)
+                _, log = first.communicate(timeout=60)
+                assert first.returncode == 0 and "received SIGTERM" in log, log
+                assert steps_done(workdir / "out.props") < 150
+            thread = serve_in_thread(endpoint, atoms)
+            finish(ipi)
+            thread.result(60)
+        runs[name] = np.concatenate([potentials(workdir), ase.io.read(workdir / "out.pos_0.extxyz", "-1").positions.ravel()])
+    # a fresh EMT sums its neighbours in another order: equal to round-off, not bit for bit
+    np.testing.assert_allclose(runs["interrupted"], runs["reference"], rtol=1e-9, atol=1e-10)
+
+
+def test_pes_plugin_in_ipis_python_driver_and_in_process(tmp_path):
+    from mtp_driver.ipi import pes_plugin
+
+    atoms = CELLS["cubic"]()
+    atoms.rattle(0.02, seed=5)
+    plugin = pes_plugin.__file__
+    for mode in ("py_driver", "ffdirect"):
+        workdir = tmp_path / mode
+        workdir.mkdir()
+        atoms.write(workdir / "init.extxyz")
+        if mode == "py_driver":
+            endpoint = unix_endpoint()
+            with IPIProcess(simulation(NVT, steps=5, outputs=POSITIONS), workdir, endpoint) as ipi:
+                client = subprocess.Popen(
+                    [str(Path(ipi_executable()).with_name("i-pi-py_driver")), "-m", "custom", "-P", plugin,
+                     "-u", "-a", endpoint.unix, "-o", "template=init.extxyz,emt=true"],
+                    cwd=workdir,
+                )
+                finish(ipi)
+                assert client.wait(60) == 0
+        else:
+            ffdirect = (
+                f"<ffdirect name='driver'><pes>custom</pes><pes_path>{plugin}</pes_path>"
+                "<parameters>{template: init.extxyz, emt: true}</parameters></ffdirect>"
+            )
+            with IPIProcess(simulation(NVT, steps=5, outputs=POSITIONS, forcefield=ffdirect), workdir) as ipi:
+                finish(ipi)
+        assert assert_energies_match_emt(workdir) == 6
