@@ -98,6 +98,25 @@ def backpropagate_contractions(moments, adjoint, layout):
             adjoint[right[t]] += gm * moments[left[t]]
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def monomial_contractions(weight, weight_deriv, mono, degree, d_mono, d_lower, d_power):
+    """Sums over monomials for one neighbour. Reassociation (measured: same values to 1e-15
+    relative) lets these dot products vectorise."""
+    radial_part = 0.0
+    degree_part = 0.0
+    for m in range(mono.shape[0]):
+        radial_part += weight_deriv[m] * mono[m]
+        degree_part += weight[m] * degree[m] * mono[m]
+    gx = 0.0
+    gy = 0.0
+    gz = 0.0
+    for t in range(d_mono.shape[1]):
+        gx += weight[d_mono[0, t]] * d_power[0, t] * mono[d_lower[0, t]]
+        gy += weight[d_mono[1, t]] * d_power[1, t] * mono[d_lower[1, t]]
+        gz += weight[d_mono[2, t]] * d_power[2, t] * mono[d_lower[2, t]]
+    return radial_part, degree_part, gx, gy, gz
+
+
 @njit(cache=True, fastmath=False, parallel=True)
 def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
                                 radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
@@ -111,7 +130,6 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     basic_mu, basic_mono, prefix = layout.basic_mu, layout.basic_monomial, layout.prefix_length
     degree, mapping = layout.monomial_degree, layout.mapping
     d_mono, d_lower, d_power = layout.derivative_monomial, layout.derivative_lower, layout.derivative_power
-    n_terms = d_mono.shape[1]
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     for block in prange(n_blocks):
         moments = np.empty(layout.moments_count)
@@ -167,18 +185,12 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                         weight[m] += dense[mu, m] * f
                         weight_deriv[m] += dense[mu, m] * fd
                 # d/dd of f(r) u^abc = f'(r) u^abc u + f(r)/r (grad_u u^abc - (a+b+c) u^abc u)
-                mono = monomials[jj]
-                radial_part = 0.0
-                degree_part = 0.0
-                for m in range(n_mono):
-                    radial_part += weight_deriv[m] * mono[m]
-                    degree_part += weight[m] * degree[m] * mono[m]
+                radial_part, degree_part, gx, gy, gz = monomial_contractions(
+                    weight, weight_deriv, monomials[jj], degree, d_mono, d_lower, d_power)
                 along = radial_part - inv_r[jj] * degree_part
-                for ax in range(3):
-                    angular = 0.0
-                    for t in range(n_terms):
-                        angular += weight[d_mono[ax, t]] * d_power[ax, t] * mono[d_lower[ax, t]]
-                    pair_gradients[p, ax] = along * units[jj, ax] + angular * inv_r[jj]
+                pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
+                pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
+                pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
 
 
 @njit(cache=True, fastmath=False)
