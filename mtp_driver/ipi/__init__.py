@@ -9,7 +9,7 @@ import importlib
 _EXPORTS = {
     "driver": [
         "Driver", "DriverThread", "SocketClientLauncher", "Summary", "driver_command",
-        "make_driver", "run", "start_driver_process",
+        "make_driver", "run", "socket_calculator", "start_driver_process",
     ],
     "evaluate": ["DriverError", "Evaluator", "read_template"],
     "potential": ["ASECalculatorPotential", "Potential", "ZeroPotential"],

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -281,6 +282,15 @@ def start_driver_process(
     with open(write_end, "w") as pipe:
         pipe.write(text.getvalue())
     return proc
+
+
+def socket_calculator(spec: PotentialSpec, *options: str, name: str | None = None):
+    """An ASE `SocketIOCalculator` on a fresh UNIX socket whose client is our driver, started at
+    the first calculation; close it (or use `with`) to stop the driver."""
+    from ase.calculators.socketio import SocketIOCalculator
+
+    name = name or f"mtp_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    return SocketIOCalculator(launch_client=SocketClientLauncher(spec, *options), unixsocket=name)
 
 
 class SocketClientLauncher:
