@@ -6,7 +6,6 @@ SocketIOCalculator(launch_client=...) starts and stops by itself.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import ase.io
@@ -16,19 +15,17 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from mtp_driver.ipi import socket_calculator
-from mtp_driver.ipi.options import add_potential_arguments, spec_from_args
+from mtp_driver.ipi.options import script_parser, spec_from_args
 
 STRUCTURES = Path(__file__).resolve().parent / "structures"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_potential_arguments(parser)
+    parser = script_parser(__doc__)
     parser.add_argument("--structure", default=str(STRUCTURES / "cu108.extxyz"))
     parser.add_argument("--temperature", type=float, default=300.0, help="K (default: %(default)s)")
     parser.add_argument("--timestep", type=float, default=2.0, help="fs (default: %(default)s)")
     parser.add_argument("--friction", type=float, default=0.01, help="1/fs (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--interval", type=int, default=10, help="steps between frames (default: %(default)s)")
     parser.add_argument("--trajectory", default="md.extxyz")
     parser.add_argument("--seed", type=int, default=31415)

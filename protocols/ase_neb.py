@@ -8,7 +8,6 @@ relaxed with the chosen potential first.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from pathlib import Path
 
@@ -17,20 +16,18 @@ from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
 
 from mtp_driver.ipi import socket_calculator
-from mtp_driver.ipi.options import add_potential_arguments, spec_from_args
+from mtp_driver.ipi.options import script_parser, spec_from_args
 
 BAND = Path(__file__).resolve().parent / "structures" / "cu107_vacancy_hop_band.extxyz"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_potential_arguments(parser)
+    parser = script_parser(__doc__)
     parser.add_argument("--initial", default=f"{BAND}@0")
     parser.add_argument("--final", default=f"{BAND}@-1")
     parser.add_argument("--images", type=int, default=5, help="moving images (default: %(default)s)")
     parser.add_argument("--spring", type=float, default=0.1, help="eV/Å^2 (default: %(default)s)")
     parser.add_argument("--fmax", type=float, default=0.02, help="eV/Å (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--output", default="neb.extxyz")
     args = parser.parse_args()
     spec = spec_from_args(args)

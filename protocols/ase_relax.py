@@ -5,24 +5,21 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import ase.io
 from ase.optimize import BFGS
 
 from mtp_driver.ipi import socket_calculator
-from mtp_driver.ipi.options import add_potential_arguments, spec_from_args
+from mtp_driver.ipi.options import script_parser, spec_from_args
 
 STRUCTURES = Path(__file__).resolve().parent / "structures"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_potential_arguments(parser)
+    parser = script_parser(__doc__)
     parser.add_argument("--structure", default=str(STRUCTURES / "cu107_vacancy_rattled.extxyz"))
     parser.add_argument("--fmax", type=float, default=0.01, help="eV/Å (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--output", default="relaxed.extxyz")
     args = parser.parse_args()
 

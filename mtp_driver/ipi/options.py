@@ -35,6 +35,14 @@ def add_potential_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", help="label sent in every reply's extras (default: file name and hash)")
 
 
+def script_parser(description: str, steps: int = 1000) -> argparse.ArgumentParser:
+    """The parser of a script in protocols/: its docstring, a potential, a number of steps."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_potential_arguments(parser)
+    parser.add_argument("--steps", type=int, default=steps, help="at most this many steps (default: %(default)s)")
+    return parser
+
+
 def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix", metavar="NAME", help="UNIX socket name, as in i-PI's <ffsocket mode='unix'>")
