@@ -405,32 +405,36 @@ def _choose_plans(graphs: tuple[Graph, ...]) -> dict[Graph, Tensor]:
     Greedy first (highest levels first), then each graph in turn switches to its cheapest plan
     given the others' choices, until no switch helps (the total strictly decreases).
     """
-    plans = {graph: _plans(graph) for graph in graphs}
-    needs = {plan: [(tensor, _row_estimate(tensor)) for tensor in _intermediates(plan)]
-             for options in plans.values() for plan in options}
-    users: dict[Tensor, int] = {}  # number of chosen plans needing each tensor
+    tensor_ids: dict[Tensor, int] = {}  # small integers: cheaper to look up than nested tuples
+    options = {}  # per graph: (plan, [(id, rows) of each tensor the plan needs])
+    for graph in graphs:
+        options[graph] = [
+            (plan, [(tensor_ids.setdefault(t, len(tensor_ids)), _row_estimate(t)) for t in _intermediates(plan)])
+            for plan in _plans(graph)
+        ]
+    users = [0] * len(tensor_ids)  # number of chosen plans needing each tensor
 
-    def extra_rows(plan: Tensor) -> int:
-        return sum(rows for tensor, rows in needs[plan] if not users.get(tensor))
+    def extra_rows(option) -> int:
+        return sum(rows for tensor, rows in option[1] if not users[tensor])
 
-    def use(plan: Tensor, change: int):
-        for tensor, _ in needs[plan]:
-            users[tensor] = users.get(tensor, 0) + change
+    def use(option, change: int):
+        for tensor, _ in option[1]:
+            users[tensor] += change
 
     chosen = {}
     for graph in sorted(graphs, key=lambda g: (-graph_level(g), len(g[0]), g)):
-        chosen[graph] = min(plans[graph], key=extra_rows)
+        chosen[graph] = min(options[graph], key=extra_rows)
         use(chosen[graph], +1)
     improved = True
     while improved:
         improved = False
         for graph in graphs:
             use(chosen[graph], -1)
-            best = min(plans[graph], key=extra_rows)
+            best = min(options[graph], key=extra_rows)
             if extra_rows(best) < extra_rows(chosen[graph]):
                 chosen[graph], improved = best, True
             use(chosen[graph], +1)
-    return chosen
+    return {graph: plan for graph, (plan, _) in chosen.items()}
 
 
 @lru_cache(maxsize=None)
