@@ -57,3 +57,17 @@ def test_user_errors_are_one_line(shared_data, tmp_path):
     broken.write_text("BEGIN_CFG\n Size\n    2\n AtomData: id type cartes_x cartes_y cartes_z\n 1 0 0 0 0\n")
     bad = mtp_driver("calc-efs", FITTED / "Li.mtp", broken, tmp_path / "o.cfg", "--species", "Li", check=False)
     assert bad.returncode == 2 and "broken.cfg, line" in bad.stderr
+
+
+def test_init_writes_untrained_potential(tmp_path):
+    from mtp_driver.io.mtp_file import read_mtp
+
+    out = tmp_path / "untrained.mtp"
+    result = mtp_driver("init", 16, "--species", "Cu,Ag", "--min-dist", 2.0, "--max-dist", 5.0, "-o", out)
+    mtp = read_mtp(out)
+    assert (mtp.level, mtp.species_count, mtp.alpha_scalar_moments, mtp.radial_funcs_count) == (16, 2, 92, 4)
+    assert mtp.species == ("Cu", "Ag") and not mtp.is_trained
+    assert mtp.parameter_count == 2 * 2 * 4 * 8 + 2 + 92
+    assert f"{mtp.parameter_count} parameters" in result.stdout
+    bad = mtp_driver("init", 15, "--species", "Cu", "--min-dist", 2.0, "--max-dist", 5.0, "-o", out, check=False)
+    assert bad.returncode == 2 and "level" in bad.stderr

@@ -174,3 +174,35 @@ def test_bad_inputs_give_clear_errors(calculator, shared_data):
     molecule.get_potential_energy()
     with pytest.raises(Exception, match="stress needs a periodic cell"):
         molecule.get_stress()
+
+
+def test_generated_two_species_basis_forces_and_stress():
+    """Kernels on our own generated tables (level 12, 2 species, random coefficients)."""
+    from mtp_driver.mtp.basis import untrained_mtp
+
+    rng = np.random.default_rng(3)
+    base = untrained_mtp(12, 2, 2.0, 5.0, species=["Cu", "Ag"])
+    mtp = base.copy(
+        radial_coeffs=rng.normal(scale=0.05, size=(2, 2, base.radial_funcs_count, 8)),
+        species_coeffs=np.array([-3.5, -2.8]),
+        moment_coeffs=rng.normal(scale=0.1, size=base.alpha_scalar_moments),
+    )
+    calculator = MTPCalculator(mtp)
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 2, 1))
+    atoms.symbols[rng.permutation(len(atoms))[:7]] = "Ag"
+    atoms.rattle(0.1, seed=2)
+    atoms.calc = calculator
+    forces, stress = atoms.get_forces(), atoms.get_stress(voigt=False)
+    for i, a in [(0, 0), (3, 2), (9, 1)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, a] += 1e-5
+        minus.positions[i, a] -= 1e-5
+        numeric = -(energy(plus, calculator) - energy(minus, calculator)) / 2e-5
+        assert abs(numeric - forces[i, a]) < 2e-8 * max(1.0, abs(forces[i, a]))
+    values = []
+    for sign in (1, -1):
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell.array @ (np.eye(3) + np.diag([sign * 1e-6, 0, 0])), scale_atoms=True)
+        values.append(energy(strained, calculator))
+    numeric = (values[0] - values[1]) / 2e-6 / atoms.get_volume()
+    assert abs(numeric - stress[0, 0]) < 1e-7 * max(1.0, abs(stress[0, 0]))
