@@ -9,7 +9,7 @@ import numpy as np
 from .kernels import forces_and_virial, site_energies_and_gradients
 from .layout import KernelLayout, kernel_layout
 from .model import MTP
-from .neighbors import NeighborList, build_neighbor_list
+from .neighbors import NeighborList
 
 
 class Evaluation(NamedTuple):
@@ -39,8 +39,3 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     )
     return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative)
 
-
-def evaluate_structure(mtp: MTP, positions, cell, pbc, types, layout: KernelLayout | None = None) -> Evaluation:
-    """Convenience: build the neighbour list (cutoff max_dist) and evaluate."""
-    neighbor_list = build_neighbor_list(positions, cell, pbc, mtp.max_dist)
-    return evaluate(mtp, types, neighbor_list, layout)

@@ -34,15 +34,12 @@ def chebyshev_radial_basis(r, min_dist, max_dist, scaling, values, derivatives):
 @njit(cache=True, fastmath=False, inline="always")
 def neighbour_features(p, center_type, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs,
                        layout, rb_values, rb_derivatives, radial, radial_deriv, monomials, unit):
-    """Radial functions f_mu(r), f'_mu(r) and unit-vector monomials of one neighbour; returns 1/r
-    (0 beyond the cutoff, where radial and radial_deriv are zeroed)."""
+    """Radial functions f_mu(r), f'_mu(r) and unit-vector monomials of one neighbour; returns 1/r,
+    or 0 beyond the cutoff (then nothing is computed)."""
     dx, dy, dz = vectors[p, 0], vectors[p, 1], vectors[p, 2]
     r = np.sqrt(dx * dx + dy * dy + dz * dz)
     n_radial = radial.shape[0]
     if r >= max_dist:
-        for mu in range(n_radial):
-            radial[mu] = 0.0
-            radial_deriv[mu] = 0.0
         return 0.0
     chebyshev_radial_basis(r, min_dist, max_dist, scaling, rb_values, rb_derivatives)
     tj = neighbor_types[p]
@@ -153,6 +150,8 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                 inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist,
                                                scaling, radial_coeffs, layout, rb_values, rb_derivatives,
                                                radial[jj], radial_deriv[jj], monomials[jj], units[jj])
+                if inv_r[jj] == 0.0:  # beyond the cutoff (Verlet skin): its monomials were not computed
+                    continue
                 for mu in range(n_radial):
                     f = radial[jj, mu]
                     for m in range(prefix[mu]):
