@@ -206,3 +206,18 @@ def test_generated_two_species_basis_forces_and_stress():
         values.append(energy(strained, calculator))
     numeric = (values[0] - values[1]) / 2e-6 / atoms.get_volume()
     assert abs(numeric - stress[0, 0]) < 1e-7 * max(1.0, abs(stress[0, 0]))
+
+
+def test_pairs_beyond_cutoff_in_the_list_change_nothing(calculator):
+    """A neighbour list built with a longer cutoff (as a Verlet list would be) gives the same result."""
+    from mtp_driver.mtp.evaluate import evaluate
+    from mtp_driver.mtp.neighbors import build_neighbor_list
+
+    atoms = alloy(seed=9)
+    types = calculator.types_of(atoms)
+    args = (atoms.positions, atoms.cell.array, atoms.pbc)
+    exact = evaluate(calculator.mtp, types, build_neighbor_list(*args, calculator.mtp.max_dist), calculator.layout)
+    longer = evaluate(calculator.mtp, types, build_neighbor_list(*args, calculator.mtp.max_dist + 1.5),
+                      calculator.layout)
+    assert abs(exact.energy - longer.energy) < 1e-10
+    assert np.abs(exact.forces - longer.forces).max() < 1e-11
