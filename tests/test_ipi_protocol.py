@@ -191,7 +191,7 @@ def test_server_dying_mid_message_is_reported(server):
 def test_server_stalling_mid_message_times_out(server):
     thread = start(server, payload_timeout=0.5)
     server.send(server.posdata(cu_atoms())[:100])
-    fatal(thread, server, "truncated POSDATA .*before the timeout")
+    fatal(thread, server, "truncated POSDATA .*before the 0.5 s timeout")
 
 
 def test_natoms_mismatch_is_fatal_and_drained(server):
@@ -302,6 +302,8 @@ def test_cli_reports_bad_input_before_connecting(tmp_path):
     assert bad.returncode == 2 and "cannot import module 'no_such_module'" in bad.stderr
     kwargs = serve_cli("--calculator", "a:B", "--calculator-kwargs", "[1]", "--template", "-", "--unix", "x")
     assert kwargs.returncode == 2 and "expected a JSON object" in kwargs.stderr
+    nobody = serve_cli("--emt", "--template", str(template), "--unix", f"nobody{uuid.uuid4().hex}", "--connect-timeout", "0.3")
+    assert nobody.returncode == 1 and "no server accepted a connection" in nobody.stderr
 
 
 def test_cli_fatal_error_exits_non_zero_with_the_reason(server, tmp_path):

@@ -2,7 +2,9 @@
 
 Stateless across beads: each POSDATA is computed on arrival and answered at GETFORCE, whichever
 bead it is. Handles i-PI's consolidated order (POSDATA then GETFORCE, no STATUS between) and
-ASE's (STATUS before each). A stop (signal or `stop()`) takes effect between requests only.
+ASE's (STATUS before each). A stop (signal or `stop()`) shuts the socket for reading: what the
+server already sent is still answered, anything later is refused by the kernel (on UNIX sockets
+the server sees a broken pipe and hands the request to another driver), then the loop ends.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -59,18 +60,24 @@ class Driver:
         # a header may take forever (i-PI waits for other work), the rest of a message may not
         self.payload_timeout = payload_timeout
         self.stop_reason: str | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_w.setblocking(False)
+        self._sock: socket.socket | None = None
         self._requests = 0
 
     def stop(self, reason: str = "stop requested") -> None:
-        """Ends `serve` at the next boundary between requests; safe from signal handlers and threads."""
+        """Ends `serve` once the requests already received are answered; safe from signal
+        handlers and other threads."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass  # the wake socket is already full: a stop is pending anyway
+        self._refuse_more()
+
+    def _refuse_more(self) -> None:
+        sock = self._sock
+        if sock is not None and self.stop_reason is not None:
+            try:
+                # wakes a blocked recv, which then returns what is buffered and finally EOF
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already closed
 
     def serve(self, endpoint: Endpoint, connect_timeout: float = 60.0) -> Summary:
         """Connects (with retries), answers requests until the server leaves or a stop; raises
@@ -79,12 +86,15 @@ class Driver:
         self._requests = 0
         log.info("connecting to %s", endpoint)
         try:
-            sock, attempts = wire.connect(endpoint, connect_timeout, self._wake_r)
+            sock, attempts = wire.connect(endpoint, connect_timeout, lambda: self.stop_reason is not None)
         except wire.Stopped:
             return self._finish(start, f"{self.stop_reason} before a server appeared")
         except wire.ConnectTimeout as exc:
+            log.error("fatal: %s", exc)
             raise DriverError(str(exc)) from None
         log.info("connected to %s after %d attempt(s)", endpoint, attempts)
+        self._sock = sock
+        self._refuse_more()  # a stop that came while connecting
         with sock:
             try:
                 reason = self._session(sock)
@@ -95,6 +105,8 @@ class Driver:
                 _drain(sock)
                 log.info("%s", self._summary(start, "stopped by the error above"))
                 raise
+            finally:
+                self._sock = None
         return self._finish(start, reason)
 
     def _summary(self, start: float, reason: str) -> Summary:
@@ -107,23 +119,18 @@ class Driver:
         return summary
 
     def _session(self, sock: socket.socket) -> str:
-        sock.settimeout(self.payload_timeout)
         head = memoryview(bytearray(wire.HEADER_LEN))
         prefix = memoryview(bytearray(wire.POSDATA_PREFIX))
         positions = memoryview(bytearray(0))
-        status, reply, stopping = wire.NEEDINIT, None, False
+        status, reply = wire.NEEDINIT, None
         while True:
-            if not stopping and sock not in select.select([sock, self._wake_r], [], [])[0]:
-                # only the stop is pending: refuse further data, then answer what already arrived
-                stopping = True
-                sock.shutdown(socket.SHUT_RD)
-                log.info("%s: finishing what the server already sent", self.stop_reason)
             try:
+                # blocking without a timeout: i-PI may take any time before its next request
                 got = sock.recv_into(head, wire.HEADER_LEN)
             except ConnectionResetError:
                 return "the server reset the connection"
             if got == 0:
-                return self.stop_reason if stopping else "the server closed the connection"
+                return self.stop_reason or "the server closed the connection"
             self._receive(sock, head[got:], "header")
             msg = head.tobytes()
             if msg == wire.STATUS:
@@ -157,7 +164,7 @@ class Driver:
 
     def _receive(self, sock: socket.socket, buf: memoryview, what: str) -> None:
         try:
-            wire.recv_exact(sock, buf)
+            wire.recv_exact(sock, buf, self.payload_timeout)
         except (wire.Truncated, ConnectionResetError) as exc:
             raise DriverError(
                 f"the server sent a truncated {what} message ({exc}); "

@@ -70,6 +70,7 @@ class Evaluator:
         self.min_distance = min_distance
         self.template_name = template_name
         self.extras_keys: frozenset[str] | None = None
+        self._cell_key, self._cell_pbc = b"", None
         self.calls = 0
         self.compute_seconds = 0.0
 
@@ -88,16 +89,19 @@ class Evaluator:
     def __call__(self, h: np.ndarray, positions: np.ndarray):
         """Bohr in -> (energy Ha, forces Ha/Bohr (N,3), virial Ha (3,3), extras JSON string) out."""
         self.check_natoms(positions.size // 3)
-        bad = ~np.isfinite(positions.reshape(-1, 3)).all(axis=1)
-        if bad.any() or not np.isfinite(h).all():
-            atoms = np.flatnonzero(bad)[:10].tolist()
+        if not (np.isfinite(positions).all() and np.isfinite(h).all()):
+            atoms = np.flatnonzero(~np.isfinite(positions.reshape(-1, 3)).all(axis=1))[:10].tolist()
             raise DriverError(
                 f"the server sent non-finite coordinates (NaN/inf; atoms {atoms}, cell finite: "
                 f"{bool(np.isfinite(h).all())}): the simulation blew up before this request; "
                 "check the time step, thermostat and the potential's previous forces"
             )
         cell, pos = geometry_from_wire(h, positions)
-        pbc = self._pbc_for(cell)
+        key = h.tobytes()
+        if key != self._cell_key:
+            # the cell rarely changes (never in NVT): decide periodicity once per cell
+            self._cell_pbc, self._cell_key = self._pbc_for(cell), key
+        pbc = self._cell_pbc
         if self.min_distance:
             self._check_distances(pos, cell, pbc)
         start = time.perf_counter()

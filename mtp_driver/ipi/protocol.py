@@ -10,6 +10,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -81,10 +82,10 @@ class Stopped(Exception):
     """A stop was requested while waiting."""
 
 
-def connect(endpoint: Endpoint, timeout: float, wake: socket.socket | None = None):
+def connect(endpoint: Endpoint, timeout: float, stopped: Callable[[], bool] = lambda: False):
     """Connects with retries: i-PI announces its socket before it listens, so early tries fail.
 
-    Returns (socket, attempts). `wake` becoming readable aborts the wait with `Stopped`.
+    Returns (socket, attempts); raises `Stopped` as soon as `stopped()` is true.
     """
     deadline = time.monotonic() + timeout
     delay, attempts = 0.05, 0
@@ -105,10 +106,11 @@ def connect(endpoint: Endpoint, timeout: float, wake: socket.socket | None = Non
                 "(or the ASE SocketIOCalculator) first, check the socket name/port and prefix, "
                 "or allow more time with --connect-timeout"
             ) from last
-        if wake is not None and select.select([wake], [], [], min(delay, remaining))[0]:
+        if stopped():
             raise Stopped
-        if wake is None:
-            time.sleep(min(delay, remaining))
+        time.sleep(min(delay, remaining))
+        if stopped():
+            raise Stopped
         delay = min(delay * 1.5, 0.5)
 
 
@@ -116,14 +118,19 @@ class Truncated(Exception):
     """The server closed or went silent in the middle of a message."""
 
 
-def recv_exact(sock: socket.socket, buf: memoryview) -> None:
-    """Fills `buf` completely: a stream socket may deliver a message in pieces."""
-    got, size = 0, len(buf)
+def recv_exact(sock: socket.socket, buf: memoryview, timeout: float) -> None:
+    """Fills `buf` completely (a stream may deliver a message in pieces), waiting at most
+    `timeout` seconds for missing pieces. One syscall when the data is already there."""
+    got, size, deadline = 0, len(buf), None
     while got < size:
         try:
-            n = sock.recv_into(buf[got:], size - got)
-        except socket.timeout:
-            raise Truncated(f"only {got} of {size} bytes arrived before the timeout") from None
+            n = sock.recv_into(buf[got:], size - got, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            deadline = deadline or time.monotonic() + timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                raise Truncated(f"only {got} of {size} bytes arrived before the {timeout:g} s timeout") from None
+            continue
         if n == 0:
             raise Truncated(f"connection closed after {got} of {size} bytes")
         got += n
