@@ -175,7 +175,7 @@ class Evaluator:
                 f"{sorted(keys)}; they must be the same on every step or i-PI fails"
             )
         try:
-            return json.dumps(extras, default=_plain)
+            return _JSON.encode(extras)
         except TypeError as exc:
             raise DriverError(f"the potential's extras are not JSON-serialisable: {exc}") from exc
 
@@ -185,6 +185,10 @@ def _plain(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+# built once: json.dumps(default=...) builds a new encoder on every call
+_JSON = json.JSONEncoder(default=_plain)
 
 
 def template_label(path: str | Path) -> str:
