@@ -61,7 +61,7 @@ class Driver:
         self.payload_timeout = payload_timeout
         self.stop_reason: str | None = None
         self._sock: socket.socket | None = None
-        self._requests = 0
+        self._requests, self._compute_before = 0, 0.0
 
     def stop(self, reason: str = "stop requested") -> None:
         """Ends `serve` once the requests already received are answered; safe from signal
@@ -83,7 +83,7 @@ class Driver:
         """Connects (with retries), answers requests until the server leaves or a stop; raises
         `DriverError` on anything fatal, after draining the connection."""
         start = time.monotonic()
-        self._requests = 0
+        self._requests, self._compute_before = 0, self.evaluator.compute_seconds
         log.info("connecting to %s", endpoint)
         try:
             sock, attempts = wire.connect(endpoint, connect_timeout, lambda: self.stop_reason is not None)
@@ -110,8 +110,8 @@ class Driver:
         return self._finish(start, reason)
 
     def _summary(self, start: float, reason: str) -> Summary:
-        ev = self.evaluator
-        return Summary(self._requests, ev.compute_seconds, time.monotonic() - start, reason)
+        computed = self.evaluator.compute_seconds - self._compute_before
+        return Summary(self._requests, computed, time.monotonic() - start, reason)
 
     def _finish(self, start: float, reason: str) -> Summary:
         summary = self._summary(start, reason)
