@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -248,22 +249,43 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time spent by the whole machine (all processes) since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return math.nan
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_worker(python: str, arguments: list[str], env_changes: dict | None = None,
                timeout: float | None = None) -> tuple[dict | None, float, str]:
+    """Run one measurement in a fresh process; the result records how many cores other processes
+    kept busy meanwhile (machine CPU time minus the worker's own, per second of wall time)."""
     env = dict(os.environ)
     env.update(env_changes or {})
     if python == sys.executable:  # ours: measure this tree's mtp_driver even if not installed
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     command = [python, str(Path(__file__).resolve()), "--worker", *arguments]
-    t0 = time.perf_counter()
+    t0, busy0, own0 = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
     try:
         completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None, time.perf_counter() - t0, f"timed out after {timeout:.0f} s"
     wall = time.perf_counter() - t0
+    other_cores = max(0.0, (busy_cpu_seconds() - busy0) - (children_cpu_seconds() - own0)) / wall
     for line in completed.stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):]), wall, ""
+            result = json.loads(line[len(RESULT_TAG):])
+            result["other_cores"] = other_cores
+            return result, wall, ""
     return None, wall, (completed.stderr or completed.stdout).strip()[-2000:]
 
 
@@ -422,8 +444,8 @@ def report(args, sizes, results, jit, motep_python, motep_cap, failures, load_st
         + (" --quick" if args.quick else "") + ")")
     out(f"machine: {machine_info()}")
     out(f"load average (1, 5, 15 min) at start {tuple(round(x, 2) for x in load_start)}, "
-        f"at end {tuple(round(x, 2) for x in load_end)}; with 2 cores, a 1-min load above ~0.5 "
-        f"before the run means other work was competing for the CPUs")
+        f"at end {tuple(round(x, 2) for x in load_end)}; per measurement, the 'other load' column "
+        f"says how many cores other processes kept busy")
     out(f"system: fcc Cu a = {LATTICE} Å, cubic cell repeated, rattled {RATTLE} Å (seed {SEED}), "
         f"cutoff {CUTOFF} Å; potentials {POTENTIALS[16].name} (level 16) and {POTENTIALS[24].name} "
         f"(level 24) from {DATA}, max_dist set to {CUTOFF}")
@@ -449,7 +471,7 @@ def report(args, sizes, results, jit, motep_python, motep_cap, failures, load_st
         header = (f"{'atoms':>7} {'nbrs':>5} | {'1 thread: kernel':>16} {'NL':>6} {'total':>7} | "
                   f"{'2 threads: kernel':>17} {'NL':>6} {'total':>7} {'x1T':>5} | "
                   f"{'motep':>7} {'NL':>7} {'motep/ours':>10} {'(incl NL)':>9} | "
-                  f"{'mem MB ours':>11} {'motep':>7} | {'E/atom ours - motep':>19}")
+                  f"{'mem MB ours':>11} {'motep':>7} | {'E/atom ours - motep':>19} | {'other load 1T/2T/motep':>22}")
         out(header)
         out("-" * len(header))
         for n in sizes:
@@ -471,10 +493,12 @@ def report(args, sizes, results, jit, motep_python, motep_cap, failures, load_st
                    f"{fmt(ratio(motep_total, g(one, 'total_us')), 2, 9)}" if mot else
                    f"{motep_missing:>7} {'':>7} {'':>10} {'':>9}")
                 + f" | {fmt(mem(one), 1, 11)} {fmt(mem(mot), 1, 7)} | "
-                + (f"{diff:19.1e}" if diff is not None else f"{'-':>19}"))
+                + (f"{diff:19.1e}" if diff is not None else f"{'-':>19}")
+                + " | " + "/".join("-" if r is None else f"{r['other_cores']:.1f}" for r in (one, two, mot)).rjust(22))
         out("  kernel and NL: us/atom; x1T = 1-thread kernel time / 2-thread kernel time; motep/ours = motep per-call "
             "time / ours 1-thread kernel time (both without building a neighbour list), (incl NL) = both "
-            "rebuilding their neighbour list every call")
+            "rebuilding their neighbour list every call; other load = cores kept busy by other processes "
+            "during that measurement (0.0 = quiet; on 2 cores anything above ~0.2 slows the 2-thread run)")
         out("")
 
     out("Reference figures from the keystone issue, MLIP-2 figure measured earlier on this machine kind, "
@@ -537,7 +561,9 @@ def report(args, sizes, results, jit, motep_python, motep_cap, failures, load_st
     if jit:
         out(f"JIT: first process {jit['cold']['process_s']:.1f} s (compiles, empty cache), "
             f"second process {jit['warm']['process_s']:.1f} s (cached), whole process including imports.")
-    load = "; machine loaded by other work (1-min load %.2f at start)" % load_start[0] if load_start[0] > 0.5 else ""
+    worst = max((r["other_cores"] for r in results.values()), default=0.0)
+    load = (f"; other processes kept up to {worst:.1f} of the cores busy during some measurements"
+            if worst > 0.2 else "; quiet machine")
     out(f"fcc Cu, 5.0 Å cutoff, {os.cpu_count()} logical CPUs{load}. Command: `python benchmarks/bench_efs.py"
         + (" --quick" if args.quick else "") + "`.")
 
