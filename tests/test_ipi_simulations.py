@@ -288,6 +288,7 @@ def test_pes_plugin_in_ipis_python_driver_and_in_process(tmp_path):
         if mode == "py_driver":
             endpoint = unix_endpoint()
             with IPIProcess(simulation(NVT, steps=5, outputs=POSITIONS), workdir, endpoint) as ipi:
+                ipi.wait_listening()
                 client = subprocess.Popen(
                     [str(Path(ipi_executable()).with_name("i-pi-py_driver")), "-m", "custom", "-P", plugin,
                      "-u", "-a", endpoint.unix, "-o", "template=init.extxyz,emt=true"],

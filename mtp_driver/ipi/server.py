@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -80,6 +81,20 @@ class IPIProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_listening(self, timeout: float = 120.0) -> None:
+        """Blocks until i-PI's UNIX socket file exists: clients without retries (i-PI's own
+        py_driver) are refused before that."""
+        if self.endpoint is None or self.endpoint.unix is None:
+            raise ValueError("wait_listening needs a UNIX endpoint")
+        deadline = time.monotonic() + timeout
+        while not Path(self.endpoint.path).exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"i-PI exited before listening; log ends:\n{self.log()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"i-PI did not create {self.endpoint.path} within {timeout} s")
+            time.sleep(0.05)
+        time.sleep(0.2)  # the file appears at bind(); listen() follows
 
     def wait(self, timeout: float) -> int:
         """Waits for i-PI to finish; on timeout kills it and raises with the end of its log."""
