@@ -193,6 +193,8 @@ def _train(args) -> int:
     is_root = comm is None or comm.Get_rank() == 0
     mtp = read_mtp(args.potential)
     species = _species_list(args.species) or mtp.species
+    if not species:
+        raise ValueError(f"{args.potential} does not name the elements of its types: give --species, e.g. --species Cu")
     training = read_training_structures(args.training, species)
     valid = read_training_structures(args.valid, species) if args.valid else None
     options = TrainOptions(

@@ -163,6 +163,9 @@ def loss_gradient(types, offsets, neighbor_types, vectors, min_dist, max_dist, s
             backpropagate_contractions(moments, adjoint, layout)
             backpropagate_tangents(moments, tangents, adjoint, second_adjoint, layout)
             # basic moments: d/dM of (a E + dE) is a * adjoint + second_adjoint; d/d(dM) is adjoint
+            # (zeroed first: a prefix monomial that is no basic moment of mu must weigh nothing)
+            dense[:, :] = 0.0
+            dense_tangent[:, :] = 0.0
             for b in range(n_basic):
                 dense[basic_mu[b], basic_mono[b]] = a * adjoint[b] + second_adjoint[b]
                 dense_tangent[basic_mu[b], basic_mono[b]] = adjoint[b]
