@@ -1,0 +1,139 @@
+"""Site energies, their pair gradients and their parameter Jacobian in one pass (for extrapolation grades).
+
+The row of atom i is ``dV_i/dtheta`` over the flat parameter vector
+``[radial_coeffs.ravel(), species_coeffs, moment_coeffs]`` (MLIP's order, see
+`parameter_gradients.parameter_offsets`):
+
+* species coefficients: 1 at the atom's own type (dimensionless);
+* moment coefficients: the basis function values ``B_s(i) = M_mapping[s](i)`` (dimensionless);
+* radial coefficient ``c[a, b, mu, beta]`` (a = type of i): ``sum over neighbours j of type b of
+  Q_beta(r_ij) * sum_m (dV_i/dM_basic[mu, m]) u_ij^m`` in eV, where ``dV_i/dM`` is the adjoint that the
+  force pass computes anyway. The grade costs only this extra contraction per neighbour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .evaluate import Evaluation
+from .kernels import (BLOCK, backpropagate_contractions, contract_moments, forces_and_virial, monomial_contractions,
+                      neighbour_features)
+from .layout import KernelLayout, kernel_layout
+from .model import MTP
+from .neighbors import NeighborList
+from .parameter_gradients import parameter_offsets
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def site_energies_gradients_and_rows(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
+                                     radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
+                                     site_energies, pair_gradients, site_rows):
+    """As `kernels.site_energies_and_gradients`, and also site_rows (N, n_parameters) = dV_i/dtheta."""
+    n_atoms = types.shape[0]
+    n_species = radial_coeffs.shape[0]
+    n_radial = radial_coeffs.shape[2]
+    n_rb = radial_coeffs.shape[3]
+    n_basic = layout.basic_mu.shape[0]
+    n_mono = layout.monomial_parent.shape[0]
+    basic_mu, basic_mono, prefix = layout.basic_mu, layout.basic_monomial, layout.prefix_length
+    degree, mapping = layout.monomial_degree, layout.mapping
+    d_mono, d_lower, d_power = layout.derivative_monomial, layout.derivative_lower, layout.derivative_power
+    species_start = n_species * n_species * n_radial * n_rb
+    moment_start = species_start + n_species
+    n_blocks = (n_atoms + BLOCK - 1) // BLOCK
+    for block in prange(n_blocks):
+        moments = np.empty(layout.moments_count)
+        adjoint = np.empty(layout.moments_count)
+        dense = np.empty((n_radial, n_mono))  # basic moments, then their adjoints, as [mu, monomial]
+        radial = np.empty((max_neighbors, n_radial))
+        radial_deriv = np.empty((max_neighbors, n_radial))
+        monomials = np.empty((max_neighbors, n_mono))
+        inv_r = np.empty(max_neighbors)
+        units = np.empty((max_neighbors, 3))
+        rb_values = np.empty((max_neighbors, n_rb))  # kept per neighbour: the radial rows need them
+        rb_derivatives = np.empty(n_rb)
+        weight = np.empty(n_mono)
+        weight_deriv = np.empty(n_mono)
+        for i in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK)):
+            ti = types[i]
+            start = offsets[i]
+            count = offsets[i + 1] - start
+            row = site_rows[i]
+            row[:] = 0.0
+            dense[:, :] = 0.0
+            for jj in range(count):
+                inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist,
+                                               scaling, radial_coeffs, layout, rb_values[jj], rb_derivatives,
+                                               radial[jj], radial_deriv[jj], monomials[jj], units[jj])
+                if inv_r[jj] == 0.0:  # beyond the cutoff: its monomials were not computed
+                    continue
+                for mu in range(n_radial):
+                    f = radial[jj, mu]
+                    for m in range(prefix[mu]):
+                        dense[mu, m] += f * monomials[jj, m]
+            for b in range(n_basic):
+                moments[b] = dense[basic_mu[b], basic_mono[b]]
+            contract_moments(moments, layout)
+            energy = species_coeffs[ti]
+            row[species_start + ti] = 1.0
+            adjoint[:] = 0.0
+            for s in range(mapping.shape[0]):
+                energy += moment_coeffs[s] * moments[mapping[s]]
+                row[moment_start + s] = moments[mapping[s]]
+                adjoint[mapping[s]] += moment_coeffs[s]
+            site_energies[i] = energy
+            backpropagate_contractions(moments, adjoint, layout)
+            # prefix monomials that are no basic moment of mu must weigh nothing in the radial rows
+            dense[:, :] = 0.0
+            for b in range(n_basic):
+                dense[basic_mu[b], basic_mono[b]] = adjoint[b]
+            for jj in range(count):
+                p = start + jj
+                if inv_r[jj] == 0.0:
+                    pair_gradients[p, :] = 0.0
+                    continue
+                pair_start = ((ti * n_species + neighbor_types[p]) * n_radial) * n_rb
+                weight[:] = 0.0
+                weight_deriv[:] = 0.0
+                for mu in range(n_radial):
+                    f = radial[jj, mu]
+                    fd = radial_deriv[jj, mu]
+                    along_mu = 0.0  # dV_i/df_mu(r_ij)
+                    for m in range(prefix[mu]):
+                        adjoint_m = dense[mu, m]
+                        weight[m] += adjoint_m * f
+                        weight_deriv[m] += adjoint_m * fd
+                        along_mu += adjoint_m * monomials[jj, m]
+                    for beta in range(n_rb):
+                        row[pair_start + mu * n_rb + beta] += along_mu * rb_values[jj, beta]
+                radial_part, degree_part, gx, gy, gz = monomial_contractions(
+                    weight, weight_deriv, monomials[jj], degree, d_mono, d_lower, d_power)
+                along = radial_part - inv_r[jj] * degree_part
+                pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
+                pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
+                pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
+
+
+def evaluate_with_site_rows(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
+                            layout: KernelLayout | None = None) -> tuple[Evaluation, np.ndarray]:
+    """`evaluate` plus the (N, mtp.parameter_count) rows dV_i/dtheta of every atom, from one kernel pass."""
+    if not mtp.is_trained:
+        raise ValueError("the potential is untrained (no radial_coeffs/moment_coeffs): train it first")
+    layout = kernel_layout(mtp) if layout is None else layout
+    types = np.ascontiguousarray(types, dtype=np.int64)
+    n_atoms = len(types)
+    site_energies = np.empty(n_atoms)
+    pair_gradients = np.empty((len(neighbor_list.centers), 3))
+    _, _, n_parameters = parameter_offsets(mtp.species_count, mtp.radial_funcs_count, mtp.radial_basis_size,
+                                           mtp.alpha_scalar_moments)
+    site_rows = np.empty((n_atoms, n_parameters))
+    site_energies_gradients_and_rows(
+        types, neighbor_list.offsets, types[neighbor_list.neighbors], neighbor_list.vectors,
+        float(mtp.min_dist), float(mtp.max_dist), float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs,
+        mtp.moment_coeffs, layout, max(neighbor_list.max_neighbors, 1), site_energies, pair_gradients, site_rows,
+    )
+    forces, strain_derivative = forces_and_virial(
+        n_atoms, neighbor_list.centers, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
+    )
+    return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative), site_rows
