@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from ase.data import atomic_numbers
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from mtp_driver.io.cfg import MLIP_TYPE_ARRAY
+from mtp_driver.io.species import atom_types
 from mtp_driver.io.structures import read_structures
 from mtp_driver.mtp.kernels import BLOCK
 from mtp_driver.mtp.neighbors import build_neighbor_list
@@ -30,21 +29,6 @@ def read_training_structures(path: str | os.PathLike, species: Sequence[str] | N
 def _starts_with_list(path) -> bool:
     with open(path, encoding="utf-8") as handle:
         return handle.read(64).lstrip().startswith("[")
-
-
-def atom_types(atoms, species: Sequence[str] | None) -> np.ndarray:
-    """Type index of each atom: MLIP types kept by read_cfg, else the position of its symbol in species."""
-    if MLIP_TYPE_ARRAY in atoms.arrays:
-        return np.asarray(atoms.arrays[MLIP_TYPE_ARRAY], dtype=np.int64)
-    if species is None:
-        raise ValueError("say which chemical symbol each type of the potential is (species)")
-    lookup = np.full(max(atomic_numbers.values()) + 1, -1, dtype=np.int64)
-    lookup[[atomic_numbers[s] for s in species]] = np.arange(len(species))
-    types = lookup[atoms.numbers]
-    if np.any(types < 0):
-        unknown = sorted({s for s, t in zip(atoms.get_chemical_symbols(), types) if t < 0})
-        raise ValueError(f"a configuration contains {unknown}, which are not among the species {list(species)}")
-    return types
 
 
 @dataclass(eq=False)

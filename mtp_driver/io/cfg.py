@@ -68,9 +68,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from mtp_driver.io.atomic import atomic_write
 from mtp_driver.io.lines import LineCursor, shortened
-from mtp_driver.io.species import checked_species
+from mtp_driver.io.species import MLIP_TYPE_ARRAY, checked_species
 
-MLIP_TYPE_ARRAY = "mlip_type"
 PLUS_STRESS_RESULT = "mlip_plus_stress"
 STRESS_COMPONENTS = ("xx", "yy", "zz", "yz", "xz", "xy")  # ASE's Voigt order; MLIP writes the same
 

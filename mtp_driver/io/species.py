@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 from ase.data import atomic_numbers
+
+MLIP_TYPE_ARRAY = "mlip_type"  # atoms.arrays key of the MLIP type of each atom, when no species map is given
 
 
 def checked_species(species: Sequence[str]) -> tuple[str, ...]:
@@ -22,3 +25,18 @@ def checked_species(species: Sequence[str]) -> tuple[str, ...]:
     if len(set(symbols)) != len(symbols):
         raise ValueError(f"species {list(symbols)} lists a symbol twice")
     return symbols
+
+
+def atom_types(atoms, species: Sequence[str] | None) -> np.ndarray:
+    """Type index of each atom: MLIP types kept by read_cfg, else the position of its symbol in species."""
+    if MLIP_TYPE_ARRAY in atoms.arrays:
+        return np.asarray(atoms.arrays[MLIP_TYPE_ARRAY], dtype=np.int64)
+    if species is None:
+        raise ValueError("say which chemical symbol each type of the potential is (species)")
+    lookup = np.full(max(atomic_numbers.values()) + 1, -1, dtype=np.int64)
+    lookup[[atomic_numbers[s] for s in species]] = np.arange(len(species))
+    types = lookup[atoms.numbers]
+    if np.any(types < 0):
+        unknown = sorted({s for s, t in zip(atoms.get_chemical_symbols(), types) if t < 0})
+        raise ValueError(f"a configuration contains {unknown}, which are not among the species {list(species)}")
+    return types
