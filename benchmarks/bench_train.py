@@ -9,9 +9,9 @@
    - ``loss``: energies, forces and virials of all configurations and the loss;
    - ``loss+gradient``: the same plus the gradient with respect to every parameter
      (forward-over-reverse kernel) -- the quantity MLIP-2 and motep were timed on;
-   - ``normal equations``: the design matrix of the linear coefficients and its Gram matrix;
-   - ``projected evaluation``: one step evaluation of the default training method (normal
-     equations + linear solve + loss+gradient).
+   - ``linear least squares``: the design matrix of the linear coefficients and its QR factor;
+   - ``projected evaluation``: one step evaluation of the default training method (linear
+     least squares + solve + loss+gradient).
    MLIP-2 (one core, measured earlier on this machine kind, quoted from the issue): 0.077 s,
    0.86 s and 5.5 s per loss+gradient over 1280 atoms at levels 8, 16, 24; motep 0.2.0: 5.1 s
    over 1600 atoms at level 16.
@@ -82,9 +82,9 @@ def worker_evaluations(level: int, threads: int) -> None:
     import numba
 
     from mtp_driver.fit.dataset import make_batch
-    from mtp_driver.fit.linear import normal_equations, solve_normal_equations
+    from mtp_driver.fit.linear import least_squares
     from mtp_driver.fit.loss import Objective, parameters_of
-    from mtp_driver.fit.options import LossWeights
+    from mtp_driver.fit.options import LossWeights, TrainOptions
     from mtp_driver.fit.parallel import Reducer
     from mtp_driver.mtp.basis import untrained_mtp
 
@@ -99,19 +99,19 @@ def worker_evaluations(level: int, threads: int) -> None:
     parameters = parameters_of(mtp)
     shards = np.zeros(len(images), dtype=np.int64)
 
-    def equations():
-        return normal_equations(mtp, objective.layout, batch, objective.config_weights, shards, 1, Reducer())
+    def linear_problem():
+        return least_squares(mtp, objective.layout, batch, objective.config_weights, shards, 1, Reducer())
 
     def projected_evaluation():
         solved = parameters.copy()
-        solved[mtp.radial_coeffs.size:] = solve_normal_equations(equations())
+        solved[mtp.radial_coeffs.size:] = linear_problem().solve(TrainOptions().ridge)
         objective(solved)
 
     atoms = len(batch.types)
     timings = dict(
         loss=median_seconds(lambda: objective(parameters, gradient=False)),
         loss_gradient=median_seconds(lambda: objective(parameters)),
-        normal_equations=median_seconds(equations),
+        linear_least_squares=median_seconds(linear_problem),
         projected_evaluation=median_seconds(projected_evaluation),
     )
     print(RESULT_TAG + json.dumps(dict(level=level, threads=threads, atoms=atoms,
@@ -166,7 +166,7 @@ def run_worker(arguments: list[str], ranks: int = 1, threads: int | None = None)
 
 def evaluations_report(levels: list[int]) -> None:
     print("## loss + gradient per atom (40 x 32-atom fcc Cu, cutoff 5.0 Å)\n")
-    print("| level | parameters | threads | loss us/atom | loss+gradient us/atom | normal equations us/atom "
+    print("| level | parameters | threads | loss us/atom | loss+gradient us/atom | linear least squares us/atom "
           "| projected evaluation us/atom | MLIP-2 loss+gradient us/atom (1 core) | speed-up vs MLIP-2 per core |")
     print("|---|---|---|---|---|---|---|---|---|")
     for level in levels:
@@ -176,7 +176,7 @@ def evaluations_report(levels: list[int]) -> None:
             mlip2 = 1e6 * MLIP2_SECONDS_PER_1280[level] / 1280
             speedup = mlip2 / (us["loss_gradient"] * threads)
             print(f"| {level} | {r['parameters']} | {threads} | {us['loss']:.1f} | {us['loss_gradient']:.1f} | "
-                  f"{us['normal_equations']:.1f} | {us['projected_evaluation']:.1f} | {mlip2:.0f} | {speedup:.1f}x |",
+                  f"{us['linear_least_squares']:.1f} | {us['projected_evaluation']:.1f} | {mlip2:.0f} | {speedup:.1f}x |",
                   flush=True)
     print(f"\nmotep 0.2.0 (issue): {1e6 * MOTEP_SECONDS_PER_ATOM[16]:.0f} us/atom per loss+gradient at level 16.\n")
 

@@ -10,7 +10,7 @@ from conftest import SHARED
 from mtp_driver.calculator import MTPCalculator
 from mtp_driver.fit import LossWeights
 from mtp_driver.fit.dataset import make_batch
-from mtp_driver.fit.linear import normal_equations, solve_normal_equations
+from mtp_driver.fit.linear import LinearLeastSquares, _folded, _square, least_squares
 from mtp_driver.fit.loss import Objective, parameters_of, predict, radial_penalty, with_parameters
 from mtp_driver.fit.mlearn import read_mlearn
 from mtp_driver.fit.parallel import Reducer
@@ -111,13 +111,37 @@ def test_linear_step_is_the_exact_least_squares_minimum():
     x = parameters_of(mtp)
     linear = slice(len(x) - mtp.species_count - mtp.alpha_scalar_moments, len(x))
     shards = np.array([0, 0, 1, 1])
-    equations = normal_equations(mtp, objective.layout, batch, objective.config_weights, shards, 2, Reducer())
+    problem = least_squares(mtp, objective.layout, batch, objective.config_weights, shards, 2, Reducer())
     before = objective(x)
-    assert equations.loss(x[linear]) == pytest.approx(before.loss, rel=1e-10)
-    x[linear] = solve_normal_equations(equations, ridge=1e-12)
+    assert problem.loss(x[linear]) == pytest.approx(before.loss, rel=1e-10)
+    x[linear] = problem.solve()
     after = objective(x)
     assert after.loss < 0.1 * before.loss
     assert np.abs(after.gradient[linear]).max() < 1e-7 * np.abs(before.gradient[linear]).max()
+
+
+def test_linear_solve_keeps_the_precision_normal_equations_lose():
+    """A design with singular values from 1 down to 1e-8 and two exactly dependent columns, folded
+    in row blocks like the shards: the solve reaches the true least-squares minimum, which the
+    normal equations (condition number 1e16) cannot resolve."""
+    rng = np.random.default_rng(3)
+    rows, columns = 400, 30
+    left = np.linalg.qr(rng.normal(size=(rows, columns - 2)))[0]
+    right = np.linalg.qr(rng.normal(size=(columns - 2, columns - 2)))[0]
+    design = (left * np.logspace(0, -8, columns - 2)) @ right
+    design = np.column_stack([design, design[:, :1] * 2.0, design[:, 1:2] - design[:, 2:3]])
+    target = design @ rng.normal(size=columns) + 1e-9 * rng.normal(size=rows)
+    factor = np.zeros((0, columns + 1))
+    for block in np.array_split(np.arange(rows), 7):
+        factor = _folded(factor, [(design[block], target[block])])
+    problem = LinearLeastSquares(_square(factor, columns + 1))
+    best = np.linalg.lstsq(design, target, rcond=None)[0]
+    minimum = float(np.sum((design @ best - target) ** 2))
+    assert problem.loss(best) == pytest.approx(minimum, rel=1e-9)
+    solution = problem.solve(ridge=0.0)
+    assert float(np.sum((design @ solution - target) ** 2)) == pytest.approx(minimum, rel=1e-6)
+    gram_solution = np.linalg.solve(design.T @ design + 1e-10 * np.eye(columns), design.T @ target)
+    assert float(np.sum((design @ gram_solution - target) ** 2)) > 2.0 * minimum
 
 
 def test_with_parameters_round_trip():

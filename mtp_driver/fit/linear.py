@@ -1,9 +1,13 @@
 """The linear step: for fixed radial coefficients, energies, forces and virials are linear in the
 species and moment coefficients, so the loss is an exact weighted least-squares problem.
 
-Its normal equations are summed per shard of configurations (the same shards on any number of
-ranks, so the sum is bit-identical), then solved by Cholesky after a Jacobi scaling, with a tiny
-ridge relative to the diagonal.
+The problem is kept as the triangular factor R of the QR decomposition of the weighted
+[design | target] matrix, not as normal equations: MTP basis functions are nearly dependent
+(singular values of the column-scaled design span 1e-8 and several are exactly zero), and the
+normal equations square that condition number past double precision (on the mlearn Cu set a
+ridge large enough for Cholesky cost 0.7 % of the loss). Each shard of configurations is folded
+into its own R piece by piece (the same shards on any number of ranks, so the result is
+bit-identical); the shards' factors are then stacked in shard order and factorised once more.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
-import scipy.linalg.blas
 
 from mtp_driver.mtp.model import MTP
 from mtp_driver.mtp.parameter_gradients import linear_design
@@ -20,28 +23,46 @@ from mtp_driver.mtp.parameter_gradients import linear_design
 from .dataset import Batch
 from .parallel import Reducer
 
-DESIGN_BYTES = 64 * 2**20  # design matrix held at once: bounds memory, keeps the BLAS products large
+DESIGN_BYTES = 64 * 2**20  # design matrix held at once: bounds memory, keeps the LAPACK calls large
+RCOND = 1e-12  # singular values below this fraction of the largest are numerically zero (dependent basis functions)
 
 
-class NormalEquations(NamedTuple):
-    """Data loss as a function of the linear coefficients x: x.M.x - 2 v.x + constant."""
+class LinearLeastSquares(NamedTuple):
+    """Data loss as a function of the linear coefficients x: |R x - z|^2 + residual, with
+    factor = [[R, z], [0, sqrt(residual)]] (upper triangular, n + 1 square)."""
 
-    matrix: np.ndarray
-    vector: np.ndarray
-    constant: float
+    factor: np.ndarray
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The Gram matrix R^T R (half the Hessian of the loss in x)."""
+        r = self.factor[:-1, :-1]
+        return r.T @ r
 
     def loss(self, coefficients: np.ndarray) -> float:
-        return float(coefficients @ self.matrix @ coefficients - 2.0 * self.vector @ coefficients + self.constant)
+        misfit = self.factor[:-1, :-1] @ coefficients - self.factor[:-1, -1]
+        return float(misfit @ misfit + self.factor[-1, -1] ** 2)
+
+    def solve(self, ridge: float = 0.0) -> np.ndarray:
+        """The minimiser, from the SVD of R with unit column norms: singular values below
+        RCOND x the largest are dropped, the others damped by a ridge (relative to the largest squared)."""
+        r, z = self.factor[:-1, :-1], self.factor[:-1, -1]
+        norms = np.linalg.norm(r, axis=0)
+        scale = np.where(norms > 0.0, norms, 1.0)
+        u, s, vt = scipy.linalg.svd(r / scale, full_matrices=False, lapack_driver="gesvd")
+        kept = s > RCOND * s[0] if len(s) and s[0] > 0 else np.zeros(len(s), dtype=bool)
+        filtered = s[kept] / (s[kept] ** 2 + ridge * s[0] ** 2)
+        return (vt[kept].T @ (filtered * (u[:, kept].T @ z))) / scale
 
 
-def normal_equations(mtp: MTP, layout, batch: Batch, config_weights: np.ndarray, shard_of_config: np.ndarray,
-                     shard_count: int, reducer: Reducer) -> NormalEquations:
-    """Normal equations of the weighted least squares over all ranks' configurations.
+def least_squares(mtp: MTP, layout, batch: Batch, config_weights: np.ndarray, shard_of_config: np.ndarray,
+                  shard_count: int, reducer: Reducer) -> LinearLeastSquares:
+    """The weighted least-squares problem of the linear coefficients over all ranks' configurations.
 
     `config_weights` (C, 3) are the energy, force and virial weights of the loss; configuration c
     of the batch belongs to shard shard_of_config[c] (non-decreasing within the batch). Each
-    shard is summed in pieces that do not depend on the other shards of the rank, so the sums
-    are the same for any number of ranks; one kernel call covers as many pieces as fit in memory."""
+    shard is folded in pieces that do not depend on the other shards of the rank, so its factor
+    is the same for any number of ranks; one kernel call covers as many pieces as fit in memory."""
     n_linear = mtp.species_count + mtp.alpha_scalar_moments
     max_rows = DESIGN_BYTES // (8 * n_linear)
     rows = 3 * batch.atom_counts + 10
@@ -49,23 +70,45 @@ def normal_equations(mtp: MTP, layout, batch: Batch, config_weights: np.ndarray,
     shard_stops = np.append(shard_starts[1:], batch.size)
     pieces = [(shard, piece) for shard, (first, stop) in enumerate(zip(shard_starts, shard_stops))
               for piece in _runs(rows, first, stop, max_rows)]
-    matrices = [np.zeros((n_linear, n_linear), order="F") for _ in shards]
-    local = np.zeros((len(shards), n_linear * n_linear + n_linear + 1))
+    factors = [np.zeros((0, n_linear + 1)) for _ in shards]
     for call in _group(pieces, rows, max_rows):
         first, stop = call[0][1][0], call[-1][1][1]
         blocks = _weighted_blocks(mtp, layout, batch, config_weights, first, stop)
         for shard, (piece_first, piece_stop) in call:
-            for design, target in _piece_rows(blocks, batch, first, piece_first, piece_stop):
-                # upper triangle of design^T design (BLAS syrk: half the work of a matrix product)
-                matrices[shard] = scipy.linalg.blas.dsyrk(1.0, design.T, beta=1.0, c=matrices[shard], trans=0,
-                                                          lower=0, overwrite_c=1)
-                local[shard, n_linear * n_linear: -1] += design.T @ target
-                local[shard, -1] += float(target @ target)
-    for shard, matrix in enumerate(matrices):
-        local[shard, : n_linear * n_linear] = matrix.ravel(order="C")
-    total = reducer.sum_by_item(local, shards, shard_count)
-    upper = np.triu(total[: n_linear * n_linear].reshape(n_linear, n_linear))
-    return NormalEquations(upper + np.triu(upper, 1).T, total[n_linear * n_linear: -1], float(total[-1]))
+            factors[shard] = _folded(factors[shard], _piece_rows(blocks, batch, first, piece_first, piece_stop))
+    local = np.zeros((len(shards), (n_linear + 1) ** 2))
+    for shard, factor in enumerate(factors):
+        local[shard] = _square(factor, n_linear + 1).ravel()
+    # each shard lives on one rank, so gathering by shard gives the same stack on every rank
+    stacked = reducer.by_item(local, shards, shard_count).reshape(shard_count * (n_linear + 1), n_linear + 1)
+    return LinearLeastSquares(_square(_triangular(stacked), n_linear + 1))
+
+
+def _folded(factor: np.ndarray, blocks) -> np.ndarray:
+    """The R factor of `factor` stacked on the [design | target] rows of `blocks`."""
+    count = factor.shape[0] + sum(len(target) for _, target in blocks)
+    stacked = np.empty((count, factor.shape[1]), order="F")
+    stacked[: factor.shape[0]] = factor
+    row = factor.shape[0]
+    for design, target in blocks:
+        stacked[row: row + len(target), :-1] = design
+        stacked[row: row + len(target), -1] = target
+        row += len(target)
+    return _triangular(stacked)
+
+
+def _triangular(matrix: np.ndarray) -> np.ndarray:
+    if matrix.shape[0] == 0:
+        return matrix
+    return scipy.linalg.qr(matrix, mode="r", overwrite_a=True, check_finite=False)[0]
+
+
+def _square(factor: np.ndarray, size: int) -> np.ndarray:
+    """An R factor padded with zero rows (fewer rows than columns) or cut (QR of a tall matrix) to size x size."""
+    square = np.zeros((size, size))
+    rows = min(size, factor.shape[0])
+    square[:rows] = factor[:rows]
+    return square
 
 
 def _runs(rows: np.ndarray, first: int, stop: int, max_rows: int):
@@ -124,16 +167,3 @@ def _piece_rows(blocks, batch: Batch, first: int, piece_first: int, piece_stop: 
     atom_a, atom_b = (batch.atom_starts[[piece_first, piece_stop]] - batch.atom_starts[first]) * 3
     return ((energy[a:b], energy_target[a:b]), (force[atom_a:atom_b], force_target[atom_a:atom_b]),
             (virial[9 * a: 9 * b], virial_target[9 * a: 9 * b]))
-
-
-def solve_normal_equations(equations: NormalEquations, ridge: float = 1e-10) -> np.ndarray:
-    """Minimiser of the quadratic, with `ridge` added to the unit diagonal after Jacobi scaling."""
-    diagonal = np.diag(equations.matrix)
-    scale = np.sqrt(np.where(diagonal > 0.0, diagonal, 1.0))
-    scaled = equations.matrix / np.outer(scale, scale) + ridge * np.eye(len(scale))
-    rhs = equations.vector / scale
-    try:
-        solution = scipy.linalg.cho_solve(scipy.linalg.cho_factor(scaled), rhs)
-    except np.linalg.LinAlgError:  # numerically singular despite the ridge: least squares instead
-        solution = scipy.linalg.lstsq(scaled, rhs, cond=1e-14)[0]
-    return solution / scale

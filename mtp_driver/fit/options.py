@@ -39,7 +39,7 @@ class TrainOptions:
     seed: int = 0
     update_min_dist: bool = False
     penalty_weight: float = 1e-6
-    ridge: float = 1e-10  # relative to the diagonal of the normal equations
+    ridge: float = 1e-16  # linear step: Tikhonov term relative to the largest squared singular value (unit columns)
     lbfgs_memory: int = 30
     valid_every: int = 10  # iterations between validation evaluations
     patience: int = 0  # stop after this many validation evaluations without improvement (0: never)

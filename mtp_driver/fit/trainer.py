@@ -32,7 +32,7 @@ import scipy.optimize
 from mtp_driver.mtp.model import MTP
 
 from .dataset import Batch, make_batch, shard_bounds, shards_of_rank
-from .linear import NormalEquations, normal_equations, solve_normal_equations
+from .linear import LinearLeastSquares, least_squares
 from .loss import Evaluation, Objective, parameters_of, with_parameters
 from .options import TrainOptions
 from .parallel import Reducer
@@ -75,19 +75,23 @@ def normalising_scaling(mtp: MTP, batch: Batch, reducer: Reducer, total_configs:
     return float(atoms / site_sum) if site_sum > 0 else 1.0
 
 
+WHITENING_RIDGE = 1e-10  # relative to the unit diagonal: a preconditioner needs no more accuracy
+
+
 class Whitening:
     """L-BFGS variables: the radial coefficients as they are, the species and moment coefficients
-    times the Cholesky factor U of their exact loss Hessian (U^T U = 2 M of the normal equations),
+    times the Cholesky factor U of their exact loss Hessian (U^T U = 2 R^T R of the least squares),
     so that block of the Hessian is the identity however correlated the basis functions are."""
 
-    def __init__(self, equations: NormalEquations | None, parameter_count: int, ridge: float):
-        self.start = parameter_count - (len(equations.vector) if equations is not None else 0)
-        if equations is None:
+    def __init__(self, problem: LinearLeastSquares | None, parameter_count: int):
+        self.start = parameter_count - (len(problem.factor) - 1 if problem is not None else 0)
+        if problem is None:
             self.factor = np.zeros((0, 0))
             return
-        diagonal = np.diag(equations.matrix)
+        matrix = problem.matrix
+        diagonal = np.diag(matrix)
         scale = np.sqrt(np.where(diagonal > 0.0, diagonal, 1.0))
-        scaled = equations.matrix / np.outer(scale, scale) + ridge * np.eye(len(scale))
+        scaled = matrix / np.outer(scale, scale) + WHITENING_RIDGE * np.eye(len(scale))
         self.factor = np.sqrt(2.0) * scipy.linalg.cholesky(scaled, lower=False) * scale[None, :]
 
     def variables(self, parameters: np.ndarray) -> np.ndarray:
@@ -140,7 +144,7 @@ class Trainer:
                                              self.reducer, penalty_weight=0.0)
         self.parameters = parameters_of(self.mtp)
         self.radial_count = self.mtp.radial_coeffs.size
-        self.whitening = Whitening(None, len(self.parameters), self.options.ridge)
+        self.whitening = Whitening(None, len(self.parameters))
         self.history: list[dict] = []
         self.evaluations = 0
         self.iterations = 0
@@ -189,19 +193,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def solved(self, parameters: np.ndarray) -> tuple[np.ndarray, NormalEquations]:
+    def solved(self, parameters: np.ndarray) -> tuple[np.ndarray, LinearLeastSquares]:
         """`parameters` with the species and moment coefficients that minimise the loss for its radial ones."""
-        equations = normal_equations(self.mtp_of(parameters), self.objective.layout, self.batch,
-                                     self.objective.config_weights, self.shard_of_config, self.shard_count,
-                                     self.reducer)
+        problem = least_squares(self.mtp_of(parameters), self.objective.layout, self.batch,
+                                self.objective.config_weights, self.shard_of_config, self.shard_count, self.reducer)
         solved = parameters.copy()
-        solved[self.radial_count:] = solve_normal_equations(equations, self.options.ridge)
-        return solved, equations
+        solved[self.radial_count:] = problem.solve(self.options.ridge)
+        return solved, problem
 
     def linear_step(self) -> Evaluation:
         """Solve for the species and moment coefficients (kept if that lowers the loss) and whiten
-        the "joint" L-BFGS variables with the new normal equations."""
-        candidate, equations = self.solved(self.parameters)
+        the "joint" L-BFGS variables with the new least-squares factor."""
+        candidate, problem = self.solved(self.parameters)
         before = self._last[1] if self._last is not None and np.array_equal(self._last[0], self.parameters) \
             else self.evaluate(self.parameters)
         after = self.evaluate(candidate)
@@ -209,7 +212,7 @@ class Trainer:
             self.parameters = candidate
         else:
             after = self.evaluate(self.parameters)
-        self.whitening = Whitening(equations, len(self.parameters), self.options.ridge)
+        self.whitening = Whitening(problem, len(self.parameters))
         return after
 
     def projected_lbfgs(self, iterations: int, on_iteration: Callable[[Evaluation], bool]) -> str:
