@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,25 +11,11 @@ from ase.calculators.calculator import BaseCalculator
 
 from mtp_driver.ipi.evaluate import DriverError
 from mtp_driver.ipi.potential import ASECalculatorPotential, Potential
+from mtp_driver.plugins import construct
 
 # resolved by name at run time, like any user calculator: ipi/ imports nothing of the model
 MTP_CALCULATOR = "mtp_driver.calculator:MTPCalculator"
 EMT_CALCULATOR = "ase.calculators.emt:EMT"
-
-
-def import_object(path: str):
-    """'package.module:Name' -> the object, with a message that says what to fix."""
-    module_name, sep, name = path.partition(":")
-    if not sep or not module_name or not name:
-        raise DriverError(f"{path!r} is not an import path of the form 'package.module:Name'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise DriverError(f"cannot import module {module_name!r} for {path!r}: {exc}") from exc
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise DriverError(f"module {module_name!r} has no {name!r} (from {path!r})") from None
 
 
 def file_version(path: str | Path) -> str:
@@ -94,8 +79,7 @@ def parse_species(text: str | list | tuple | None) -> tuple[str, ...]:
 
 
 def _construct(path: str, args: tuple, kwargs: dict):
-    factory = import_object(path)
     try:
-        return factory(*args, **kwargs)
-    except Exception as exc:
-        raise DriverError(f"could not create {path}: {type(exc).__name__}: {exc}") from exc
+        return construct(path, *args, **kwargs)
+    except ValueError as exc:
+        raise DriverError(str(exc)) from exc
