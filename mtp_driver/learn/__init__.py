@@ -1,0 +1,1 @@
+"""On-the-fly learning: reference calls (`reference`, `calls`), the crash-safe journal (`journal`)."""

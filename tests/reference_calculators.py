@@ -1,0 +1,39 @@
+"""Reference calculators that misbehave on purpose, importable by path ('reference_calculators:Name')
+from the learner's worker processes."""
+
+import hashlib
+
+import numpy as np
+from ase.calculators.emt import EMT
+
+
+class FlakyEMT(EMT):
+    """EMT that raises for a fixed fraction of structures (decided by a hash of the positions, so
+    retries of a failing structure fail again) or, with `random_failures`, on random calls."""
+
+    def __init__(self, failure_rate=0.3, random_failures=False, **kwargs):
+        super().__init__(**kwargs)
+        self.failure_rate = failure_rate
+        self.random_failures = random_failures
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        if self.random_failures:
+            draw = np.random.default_rng().random()
+        else:
+            digest = hashlib.sha256(np.ascontiguousarray(atoms.positions).tobytes()).digest()
+            draw = int.from_bytes(digest[:8], "little") / 2**64
+        if draw < self.failure_rate:
+            raise RuntimeError("SCF did not converge (simulated)")
+        super().calculate(atoms, properties, system_changes)
+
+
+class NaNForces(EMT):
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        super().calculate(atoms, properties, system_changes)
+        self.results["forces"][0, 0] = np.nan
+
+
+class Unconverged(EMT):
+    """EMT that flags its result as not converged, as some DFT calculators do."""
+
+    converged = False
