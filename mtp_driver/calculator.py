@@ -14,6 +14,7 @@ from .mtp.evaluate import evaluate
 from .mtp.layout import kernel_layout
 from .mtp.model import MTP
 from .mtp.neighbors import build_neighbor_list
+from .mtp.site_jacobian import evaluate_with_site_rows
 
 
 class CloseContactError(ValueError):
@@ -33,15 +34,20 @@ class MTPCalculator(Calculator):
     close_contact_factor:
         Pairs closer than ``close_contact_factor * min_dist`` raise `CloseContactError`: the
         Chebyshev basis grows without bound below ``min_dist``, so such forces are meaningless.
+    active_set:
+        An `mtp_driver.active.ActiveSet` built for this potential, or the path of one saved with
+        `save_active_set`. Then every call also grades the structure, in the same kernel pass.
 
     Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å) and,
-    for cells with three lattice vectors, ``stress`` (eV/Å³, ASE sign and Voigt order).
+    for cells with three lattice vectors, ``stress`` (eV/Å³, ASE sign and Voigt order). With an
+    active set: ``extrapolation_grade`` (dimensionless; <= 1 within the training data, > 2 usually
+    means extrapolation) and, for a neighbourhood-mode active set, ``extrapolation_grades`` per atom.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential: str | os.PathLike | MTP, species=None, close_contact_factor: float = 0.75,
-                 **kwargs):
+                 active_set=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(potential, MTP):
             self.mtp = potential
@@ -65,6 +71,22 @@ class MTPCalculator(Calculator):
         self._type_of_number = {atomic_numbers[s]: t for t, s in enumerate(species)}
         self.close_contact_factor = close_contact_factor
         self.layout = kernel_layout(self.mtp)
+        self.active_set = None if active_set is None else self._checked_active_set(active_set)
+        if self.active_set is not None:
+            self.implemented_properties = type(self).implemented_properties + ["extrapolation_grade"] + (
+                ["extrapolation_grades"] if self.active_set.mode == "nbh" else [])
+
+    def _checked_active_set(self, active_set):
+        from .active.storage import load_active_set
+
+        if isinstance(active_set, (str, os.PathLike)):
+            active_set = load_active_set(active_set, self.mtp)
+        else:
+            active_set.check_potential(self.mtp)
+        if active_set.species is not None and list(active_set.species) != self.species:
+            raise ValueError(f"the active set was built with species {list(active_set.species)}, "
+                             f"the calculator has {self.species}")
+        return active_set
 
     def types_of(self, atoms) -> np.ndarray:
         """Type index of each atom; a clear error for elements the potential does not know."""
@@ -92,7 +114,11 @@ class MTPCalculator(Calculator):
         types = self.types_of(atoms)
         neighbor_list = build_neighbor_list(positions, cell, pbc, self.mtp.max_dist)
         self._check_close_contacts(neighbor_list)
-        result = evaluate(self.mtp, types, neighbor_list, self.layout)
+        if self.active_set is None:
+            result = evaluate(self.mtp, types, neighbor_list, self.layout)
+        else:
+            result, site_rows = evaluate_with_site_rows(self.mtp, types, neighbor_list, self.layout)
+            self._store_grades(site_rows)
         self.results["energy"] = result.energy
         self.results["free_energy"] = result.energy
         self.results["energies"] = result.site_energies
@@ -103,6 +129,14 @@ class MTPCalculator(Calculator):
             self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
         elif "stress" in properties:
             raise PropertyNotImplementedError("stress needs a periodic cell with three lattice vectors")
+
+    def _store_grades(self, site_rows: np.ndarray) -> None:
+        if self.active_set.mode == "nbh":
+            atom_grades = self.active_set.row_grades(site_rows)
+            self.results["extrapolation_grades"] = atom_grades
+            self.results["extrapolation_grade"] = float(atom_grades.max(initial=0.0))
+        else:  # MLIP's configuration row: (dE/dtheta) / N
+            self.results["extrapolation_grade"] = float(self.active_set.row_grades(site_rows.mean(axis=0))[0])
 
     def _check_close_contacts(self, neighbor_list) -> None:
         if not len(neighbor_list.centers):

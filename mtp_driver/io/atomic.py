@@ -6,12 +6,13 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import BinaryIO, Iterator, TextIO
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[TextIO]:
-    """Open a text stream whose content replaces ``path`` only when the block ends without error.
+def atomic_write(path: str | os.PathLike, binary: bool = False) -> Iterator[TextIO | BinaryIO]:
+    """Open a text (or, with ``binary``, a byte) stream whose content replaces ``path`` only when the
+    block ends without error.
 
     The text goes to a temporary file in the same directory, which is flushed, fsynced and
     renamed over ``path`` (``os.replace`` is atomic within one file system). On an exception the
@@ -21,7 +22,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[TextIO]:
     # A unique name next to the target: same file system for os.replace, and the umask applies.
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(temporary, "x", encoding="utf-8", newline="\n") as stream:
+        text_options = {} if binary else {"encoding": "utf-8", "newline": "\n"}
+        with open(temporary, "xb" if binary else "x", **text_options) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())

@@ -1,0 +1,64 @@
+"""The active set on disk: a sibling ``.npz`` of the potential (JSON header + arrays, no pickle).
+
+``POT.mtp`` keeps its active set in ``POT.active.npz``. The header records the format name and
+version, the mode, the parameter choice and the fingerprint of the potential; loading it for a
+potential with another fingerprint fails with a clear message, because grades against a stale
+active set are meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mtp_driver.io.atomic import atomic_write
+from mtp_driver.mtp.model import MTP
+
+from .active_set import ActiveSet
+
+FORMAT = "mtp-driver active set"
+VERSION = 1
+_ARRAYS = ("columns", "column_scale", "rows", "inverse", "sources")
+
+
+def default_active_set_path(potential_path: str | os.PathLike) -> Path:
+    """``POT.mtp`` -> ``POT.active.npz``, next to the potential."""
+    return Path(potential_path).with_suffix(".active.npz")
+
+
+def save_active_set(active_set: ActiveSet, path: str | os.PathLike) -> None:
+    """Write `active_set` to `path` (.npz) atomically: a crash never leaves half a file."""
+    header = {"format": FORMAT, "version": VERSION, "mode": active_set.mode, "parameters": active_set.parameters,
+              "fingerprint": active_set.fingerprint, "parameter_count": active_set.parameter_count,
+              "species": None if active_set.species is None else list(active_set.species),
+              "requested_mode": active_set.requested_mode}
+    with atomic_write(path, binary=True) as stream:
+        np.savez(stream, header=np.array(json.dumps(header)),
+                 **{name: getattr(active_set, name) for name in _ARRAYS})
+
+
+def load_active_set(path: str | os.PathLike, mtp: MTP | None = None) -> ActiveSet:
+    """Read an active set; with `mtp`, also check that it belongs to that potential."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            arrays = {name: data[name] for name in _ARRAYS}
+    except (KeyError, json.JSONDecodeError, ValueError) as error:
+        raise ValueError(f"{path}: not an active set file ({error})") from None
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an active set file (format {header.get('format')!r})")
+    if header.get("version") != VERSION:
+        raise ValueError(f"{path}: active set format version {header.get('version')}, this program reads {VERSION}")
+    active_set = ActiveSet(mode=header["mode"], parameters=header["parameters"], fingerprint=header["fingerprint"],
+                           parameter_count=int(header["parameter_count"]),
+                           species=None if header["species"] is None else tuple(header["species"]),
+                           requested_mode=header["requested_mode"], **arrays)
+    if mtp is not None:
+        try:
+            active_set.check_potential(mtp)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+    return active_set
