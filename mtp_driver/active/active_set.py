@@ -87,6 +87,7 @@ def build_active_set(mtp: MTP, images: Sequence, species: Sequence[str] | None =
     columns = parameter_columns(mtp, parameters)
     if not len(images):
         raise ValueError("an active set needs at least one training configuration")
+    species = mtp.species if species is None else species
     rows = site_rows(mtp, images, species, layout)
     requested_mode = None
     if mode == "cfg" and len(images) < len(columns):

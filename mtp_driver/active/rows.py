@@ -41,7 +41,9 @@ def parameter_columns(mtp: MTP, parameters: str) -> np.ndarray:
 
 def site_rows(mtp: MTP, images: Sequence, species: Sequence[str] | None,
               layout: KernelLayout | None = None) -> SiteRows:
-    """dV_i/dtheta for every atom of every configuration (one kernel call per configuration)."""
+    """dV_i/dtheta for every atom of every configuration (one kernel call per configuration).
+    Types come from the MLIP types of `.cfg` input, else from `species` (default: the potential's)."""
+    species = mtp.species if species is None else species
     layout = kernel_layout(mtp) if layout is None else layout
     blocks = []
     for atoms in images:
