@@ -1,0 +1,269 @@
+"""The on-the-fly learner: a `Potential` (see `mtp_driver.ipi.potential`) that grades every request
+and, when the MTP extrapolates, holds the request while it learns.
+
+Per request (grades are MaxVol extrapolation grades, see `mtp_driver.active`):
+
+* grade <= threshold_save: answer with the MTP;
+* up to threshold_break: answer with the MTP and keep the structure as a candidate;
+* above: hold the request (the engine waits on its socket), select D-optimally among the
+  candidates and this structure, compute the selected ones with the reference (journaled),
+  refit the linear coefficients on all reference data, rebuild the active set, swap the model in,
+  then answer. A refit of all parameters runs meanwhile in a separate process and is swapped in
+  at a later request boundary only if it lowers the loss on all reference data, the data it did
+  not see included.
+
+Everything needed to resume is on disk (`journal.py`): a restart reads the finished reference
+results, makes the calls a kill interrupted, refits, and goes on; finished calls are never repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from mtp_driver.active.active_set import build_active_set
+from mtp_driver.active.rows import site_rows
+from mtp_driver.active.select import select_add
+from mtp_driver.calculator import CloseContactError, MTPCalculator
+from mtp_driver.fit import TrainOptions, train
+from mtp_driver.io.mtp_file import read_mtp, write_mtp
+from mtp_driver.mtp.model import MTP
+from mtp_driver.mtp.neighbors import build_neighbor_list
+
+from .calls import LearningStopped, ReferenceCalls
+from .journal import Journal
+from .settings import LearnSettings, store_settings
+
+SELECTION_THRESHOLD = 1.1  # MLIP's select-add default
+FIRST_FIT_ITERATIONS = 100  # L-BFGS iterations when the radial functions are fitted for the first time
+
+
+class UnphysicalStructure(LearningStopped):
+    """The engine sent a structure no reference calculation should be spent on."""
+
+
+class Learner:
+    """On-the-fly learning behind the i-PI socket (or any caller of `compute`).
+
+    `potential`: the starting MTP (untrained from `mtp-driver init`, or trained) or its path;
+    `run_dir`: where the journal, the reference results and every model version live;
+    `training`: labelled structures to start from (optional)."""
+
+    def __init__(self, potential: MTP | str | os.PathLike, run_dir: str | os.PathLike,
+                 settings: LearnSettings | None = None, training=()):
+        self.settings = settings if settings is not None else LearnSettings()
+        self.species = list(self.settings.species)
+        self.run_dir = Path(run_dir)
+        self.journal = Journal(self.run_dir)
+        self.models_dir = self.run_dir / "models"
+        self.models_dir.mkdir(exist_ok=True)
+        changed = store_settings(self.run_dir / "settings.json", self.settings)
+        if changed:
+            print("mtp-driver learn: settings changed since the last run (the new ones apply):\n  "
+                  + "\n  ".join(changed), file=sys.stderr)
+            self.journal.log("settings_changed", changes=changed)
+        self.calls = ReferenceCalls(self.settings.reference, self.journal, self.settings.workers,
+                                    self.settings.retries, self.settings.failure_budget)
+        self.initial = potential if isinstance(potential, MTP) else read_mtp(potential)
+        self.training = list(training) + list(self.journal.completed().values())
+        self.keys = list(self.journal.completed())
+        self.candidates: list[Atoms] = []
+        self.step = 0
+        self.last_retraining = -10**9
+        self.call_times: deque[float] = deque()
+        self.held_seconds: list[float] = []
+        self.refit: dict | None = None
+        self.version = len(list(self.models_dir.glob("model_*.mtp")))
+        self.mtp: MTP | None = None
+        self.active_set = None
+        self.calculator: MTPCalculator | None = None
+        self.journal.log("start", step=self.step, references=len(self.keys), model_versions=self.version)
+        pending = list(self.journal.pending().values())
+        if pending:  # selected before a kill: make those calls now
+            self._add_references(self.calls.compute(pending, reason="restart"))
+        if self.training:
+            self._update_model("restart")
+
+    # ------------------------------------------------------------------ the Potential interface
+
+    def compute(self, positions, cell, pbc, numbers):
+        """Energy (eV), forces (eV/Å), virial (eV) and extras of one structure, learning first if needed."""
+        self.step += 1
+        atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+        self._swap_finished_refit()
+        evaluation = self._evaluate(atoms)
+        grade = evaluation["grade"]
+        held = 0.0
+        if grade > self.settings.threshold_break and self._may_retrain():
+            evaluation, held = self._learn(atoms, evaluation)
+        elif grade > self.settings.threshold_save:
+            self.candidates.append(atoms)
+        extras = {"model_version": f"learner:{self.version}", "mtp_grade": _finite_or_none(grade),
+                  "held_seconds": held, "reference_calls": len(self.keys)}
+        return evaluation["energy"], evaluation["forces"], evaluation["virial"], extras
+
+    def close(self) -> None:
+        """Stop a running refit and the reference workers; write the summary."""
+        if self.refit is not None:
+            self.refit["process"].kill()
+            self.refit["process"].wait()
+            self.refit = None
+        self.calls.close()
+        self.journal.log("stop", step=self.step, summary=self.summary())
+
+    def summary(self) -> dict:
+        held = self.held_seconds
+        return dict(steps=self.step, reference_calls=len(self.keys), model_version=self.version,
+                    retrainings=len(held), held_median_s=statistics.median(held) if held else 0.0,
+                    held_max_s=max(held) if held else 0.0, quarantined=len(self.journal.quarantined()))
+
+    # ------------------------------------------------------------------ one request
+
+    def _evaluate(self, atoms: Atoms) -> dict:
+        if self.calculator is None:  # nothing learnt yet: everything extrapolates
+            self._check_distances(atoms, self.initial.min_dist)
+            return dict(grade=np.inf, energy=None, forces=None, virial=None)
+        atoms.calc = self.calculator
+        try:
+            energy = atoms.get_potential_energy()
+        except CloseContactError as exc:
+            raise UnphysicalStructure(f"request {self.step}: {exc}. The simulation has left physical "
+                                      "space (time step or temperature too high?); no reference call was made") from exc
+        forces = atoms.get_forces()
+        virial = -atoms.get_stress(voigt=False) * atoms.get_volume() if atoms.pbc.all() else np.zeros((3, 3))
+        grade = float(self.calculator.results["extrapolation_grade"])
+        atoms.calc = None
+        return dict(grade=grade, energy=energy, forces=forces, virial=virial)
+
+    def _check_distances(self, atoms: Atoms, min_dist: float) -> None:
+        limit = self.settings.close_contact_factor * min_dist
+        vectors = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, limit).vectors
+        if len(vectors):
+            shortest = float(np.sqrt((vectors**2).sum(axis=1)).min())
+            raise UnphysicalStructure(f"request {self.step}: two atoms are {shortest:.3f} Å apart, closer than "
+                                      f"{limit:.3f} Å; the simulation has left physical space, no reference call was made")
+
+    def _may_retrain(self) -> bool:
+        now = time.time()
+        while self.call_times and now - self.call_times[0] > 3600.0:
+            self.call_times.popleft()
+        if self.step - self.last_retraining < self.settings.cooldown_steps:
+            return False
+        return len(self.call_times) < self.settings.max_calls_per_hour
+
+    def _learn(self, atoms: Atoms, before: dict) -> tuple[dict, float]:
+        """Hold this request: select, compute, refit, swap; the evaluation to answer with, and the time held."""
+        started = time.perf_counter()
+        selected = self._selection(atoms)
+        self.journal.log("hold", step=self.step, grade=_finite_or_none(before["grade"]), selected=len(selected),
+                         candidates=len(self.candidates))
+        results = self.calls.compute(selected, step=self.step)
+        self.call_times.extend([time.time()] * len(results))
+        self.candidates = []
+        self._add_references(results)
+        self._update_model("hold")
+        self.last_retraining = self.step
+        after = self._evaluate(atoms)
+        reference = next((labelled for _, labelled in results if np.array_equal(labelled.positions, atoms.positions)),
+                         None)
+        held = time.perf_counter() - started
+        self.held_seconds.append(held)
+        self.journal.log("resume", step=self.step, held_seconds=held, version=self.version,
+                         energy_old_model=before["energy"], energy_new_model=after["energy"],
+                         energy_reference=None if reference is None else reference.get_potential_energy(),
+                         grade_after=_finite_or_none(after["grade"]))
+        if self.settings.answer_with == "reference" and reference is not None:
+            virial = (-reference.get_stress(voigt=False) * reference.get_volume() if reference.pbc.all()
+                      else np.zeros((3, 3)))
+            after = dict(after, energy=reference.get_potential_energy(), forces=reference.get_forces(), virial=virial)
+        return after, held
+
+    def _selection(self, atoms: Atoms) -> list[Atoms]:
+        """The held structure plus the D-optimal choice among the candidates (at most max_selected)."""
+        limit = self.settings.max_selected - 1
+        if self.active_set is None or not self.candidates or limit == 0:
+            return [atoms]
+        rows = site_rows(self.mtp, self.candidates, self.species)
+        chosen = select_add(self.active_set, rows, threshold=SELECTION_THRESHOLD, limit=limit).selected
+        return [atoms] + [self.candidates[i] for i in chosen]
+
+    # ------------------------------------------------------------------ models
+
+    def _add_references(self, results) -> None:
+        for key, labelled in results:
+            if key not in self.keys:
+                self.keys.append(key)
+                self.training.append(labelled)
+
+    def _update_model(self, reason: str) -> None:
+        """Cheap update: the linear coefficients on all reference data (the first time: a short fit of
+        all parameters), then the active set; the model is swapped in at once."""
+        start = self.mtp or self._latest_model() or self.initial
+        iterations = 0 if start.is_trained else FIRST_FIT_ITERATIONS
+        options = TrainOptions(max_iter=iterations, seed=self.settings.seed)
+        fitted = train(start, self.training, species=self.species, options=options, progress=False).mtp
+        self._swap_in(fitted, reason)
+        self._start_refit()
+
+    def _latest_model(self) -> MTP | None:
+        models = sorted(self.models_dir.glob("model_*.mtp"))
+        return read_mtp(models[-1]) if models else None
+
+    def _swap_in(self, mtp: MTP, reason: str) -> None:
+        self.version += 1
+        write_mtp(mtp, self.models_dir / f"model_{self.version:04d}.mtp")
+        self.mtp = mtp
+        self.active_set = build_active_set(mtp, self.training, self.species, mode=self.settings.grade_mode)
+        self.calculator = MTPCalculator(mtp, species=self.species, active_set=self.active_set,
+                                        close_contact_factor=self.settings.close_contact_factor)
+        self.journal.log("swap", step=self.step, version=self.version, reason=reason, references=len(self.keys),
+                         active_set_mode=self.active_set.mode)
+
+    def _start_refit(self) -> None:
+        if self.refit is not None or self.settings.refit_iterations <= 0:
+            return
+        start = self.models_dir / f"model_{self.version:04d}.mtp"
+        keys_file = self.models_dir / f"refit_{self.version:04d}.keys.json"
+        keys_file.write_text(json.dumps(self.keys))
+        output = self.models_dir / f"refit_{self.version:04d}.mtp"
+        log = open(self.models_dir / f"refit_{self.version:04d}.log", "w")
+        command = [sys.executable, "-m", "mtp_driver.learn.refit", str(self.run_dir), str(start), str(keys_file),
+                   str(output), str(self.settings.refit_iterations), str(self.settings.seed), *self.species]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.refit = dict(process=process, output=output, references=len(self.keys), started=time.perf_counter())
+        self.journal.log("refit_started", step=self.step, version=self.version, references=len(self.keys))
+
+    def _swap_finished_refit(self) -> None:
+        """At a request boundary: take a finished refit if it is better on all reference data."""
+        if self.refit is None or self.refit["process"].poll() is None:
+            return
+        refit, self.refit = self.refit, None
+        if refit["process"].returncode != 0 or not refit["output"].exists():
+            self.journal.log("refit_failed", step=self.step, returncode=refit["process"].returncode)
+            return
+        options = TrainOptions(max_iter=0, seed=self.settings.seed)
+        candidate = train(read_mtp(refit["output"]), self.training, species=self.species, options=options,
+                          progress=False)
+        current = train(self.mtp, self.training, species=self.species, options=options, progress=False)
+        better = candidate.history[-1]["loss"] < current.history[-1]["loss"]
+        self.journal.log("refit_finished", step=self.step, accepted=better, loss_refit=candidate.history[-1]["loss"],
+                         loss_current=current.history[-1]["loss"], seconds=time.perf_counter() - refit["started"],
+                         unseen_references=len(self.keys) - refit["references"])
+        if better:
+            self._swap_in(candidate.mtp, "refit")
+        if len(self.keys) > refit["references"]:  # data it did not see: refit again
+            self._start_refit()
+
+
+def _finite_or_none(value):
+    return float(value) if value is not None and np.isfinite(value) else None

@@ -1,0 +1,84 @@
+"""Settings of an on-the-fly learning run: one frozen dataclass, stored in the run directory so a
+restart can say what changed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from mtp_driver.io.atomic import atomic_write
+
+from .reference import Reference
+
+GRADE_MODES = ("nbh", "cfg")
+ANSWERS = ("model", "reference")
+
+
+@dataclass(frozen=True)
+class LearnSettings:
+    """What the learner does with each force request (grades are MaxVol extrapolation grades).
+
+    grade <= threshold_save: answer with the MTP; up to threshold_break: answer, keep the structure
+    as a candidate; above: hold the request, compute D-optimally selected structures with the
+    reference, retrain, then answer with the new model (or the reference result: `answer_with`)."""
+
+    species: tuple[str, ...] = ("Cu",)
+    reference: Reference = field(default_factory=Reference)
+    threshold_save: float = 2.0
+    threshold_break: float = 10.0
+    grade_mode: str = "nbh"  # per-neighbourhood grades (max over atoms) or one grade per configuration
+    answer_with: str = "model"
+    max_selected: int = 8  # structures computed per retraining (the held one included)
+    close_contact_factor: float = 0.75  # pairs closer than this x min_dist: unphysical, no reference call
+    max_calls_per_hour: float = 3600.0
+    cooldown_steps: int = 0  # requests between two retrainings (extrapolative ones in between wait)
+    retries: int = 2
+    failure_budget: int = 10
+    workers: int = 1  # parallel reference calls
+    refit_iterations: int = 300  # L-BFGS iterations of the background refit of all parameters
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1.0 <= self.threshold_save <= self.threshold_break:
+            raise ValueError("thresholds must satisfy 1 <= threshold_save <= threshold_break")
+        if self.grade_mode not in GRADE_MODES:
+            raise ValueError(f"grade_mode must be one of {GRADE_MODES}")
+        if self.answer_with not in ANSWERS:
+            raise ValueError(f"answer_with must be one of {ANSWERS}")
+        if self.max_selected < 1 or self.retries < 0 or self.workers < 1:
+            raise ValueError("max_selected and workers must be >= 1, retries >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LearnSettings":
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        if "reference" in values:
+            values["reference"] = Reference(**values["reference"])
+        if "species" in values:
+            values["species"] = tuple(values["species"])
+        return cls(**values)
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """Lines 'name: old -> new' for every setting that differs (nested ones by dotted name)."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += [f"{key}.{line}" for line in settings_diff(a, b)]
+        elif a != b:
+            lines.append(f"{key}: {a!r} -> {b!r}")
+    return lines
+
+
+def store_settings(path: Path, settings: LearnSettings) -> list[str]:
+    """Write the settings; return the diff against those of an earlier run in the same place."""
+    new = json.loads(json.dumps(settings.to_dict()))
+    old = json.loads(path.read_text()) if path.exists() else None
+    with atomic_write(path) as stream:
+        json.dump(new, stream, indent=1, sort_keys=True)
+    return [] if old is None else settings_diff(old, new)
