@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_train(commands)
     _add_report(commands)
+    _add_calc_grade(commands)
+    _add_select_add(commands)
     return parser
 
 
@@ -241,6 +243,95 @@ def _report(args) -> int:
 
         write_parity_plot(references, predictions, args.plot, title=f"{args.potential} on {args.database}")
         print(f"{args.plot}: parity plots")
+    return 0
+
+
+def _add_active_set_arguments(p) -> None:
+    p.add_argument("potential", metavar="POT.mtp")
+    p.add_argument("training", metavar="TRAIN.cfg", help="the training set the active set is chosen from")
+    p.add_argument("--species", help="chemical symbols of the potential's types, e.g. Nb,Mo,Ta,W")
+    p.add_argument("--mode", choices=("cfg", "nbh"), default="cfg",
+                   help="rows per configuration or per atom (neighbourhood); cfg with fewer configurations than "
+                   "parameters uses nbh rows (default: %(default)s)")
+    p.add_argument("--parameters", choices=("all", "linear"), default="all",
+                   help="parameters the grade considers: all, as MLIP, or species+moment coefficients only")
+
+
+def _add_calc_grade(commands) -> None:
+    p = commands.add_parser(
+        "calc-grade", help="extrapolation grades of configurations (like mlp calc-grade)",
+        description="Choose the MaxVol active set of TRAIN.cfg and write IN with Feature MV_grade per "
+        "configuration (and the AtomData column nbh_grades in nbh mode) to OUT.")
+    _add_active_set_arguments(p)
+    p.add_argument("input", metavar="IN", help=".cfg or any ASE-readable file")
+    p.add_argument("output", metavar="OUT", help=".cfg or any ASE-writable file")
+    p.add_argument("--save-active-set", metavar="ACTIVE.npz",
+                   help="also save the active set, for MTPCalculator(pot, active_set=ACTIVE.npz)")
+    p.set_defaults(run=_calc_grade)
+
+
+def _active_set_and_rows(args, path):
+    from mtp_driver.active import build_active_set
+    from mtp_driver.active.rows import site_rows
+    from mtp_driver.io.mtp_file import read_mtp
+    from mtp_driver.io.structures import read_structures
+
+    mtp = read_mtp(args.potential)
+    species = _species_list(args.species) or mtp.species
+    active_set = build_active_set(mtp, read_structures(args.training, species=species), species, args.mode,
+                                  args.parameters)
+    if active_set.requested_mode:
+        print(f"{args.training}: fewer configurations than parameters: neighbourhood (nbh) rows are used")
+    images = read_structures(path, species=species)
+    return active_set, images, site_rows(mtp, images, species), species
+
+
+def _calc_grade(args) -> int:
+    from mtp_driver.active import configuration_grades, save_active_set
+    from mtp_driver.io.structures import write_structures
+
+    active_set, images, rows, species = _active_set_and_rows(args, args.input)
+    if args.save_active_set:
+        save_active_set(active_set, args.save_active_set)
+    grades = configuration_grades(active_set, rows)
+    for c, atoms in enumerate(images):
+        atoms.info["MV_grade"] = float(grades.grades[c])
+        if grades.atom_grades is not None:
+            atoms.arrays["nbh_grades"] = grades.atom_grades[rows.atom_starts[c]:rows.atom_starts[c + 1]]
+    write_structures(args.output, images, species=species)
+    print(f"{args.output}: {len(images)} configurations, grades {grades.grades.min():.3g} to "
+          f"{grades.grades.max():.3g} ({active_set.mode} mode, {active_set.size} active rows)")
+    return 0
+
+
+def _add_select_add(commands) -> None:
+    from mtp_driver.active.select import SELECTION_THRESHOLD
+
+    p = commands.add_parser(
+        "select-add", help="candidates to compute with the reference code (like mlp select-add)",
+        description="Choose the MaxVol active set of TRAIN.cfg and write to NEW the candidates whose rows "
+        "enlarge its volume the most (D-optimal; near-duplicates are taken once).")
+    _add_active_set_arguments(p)
+    p.add_argument("candidates", metavar="CANDIDATES", help=".cfg or any ASE-readable file")
+    p.add_argument("output", metavar="NEW", help=".cfg or any ASE-writable file: the selected candidates")
+    p.add_argument("--threshold", type=float, default=SELECTION_THRESHOLD,
+                   help="select rows that grow the volume by more than this factor (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="select at most N configurations")
+    p.set_defaults(run=_select_add)
+
+
+def _select_add(args) -> int:
+    from mtp_driver.active import select_add
+    from mtp_driver.io.structures import write_structures
+
+    active_set, images, rows, species = _active_set_and_rows(args, args.candidates)
+    selection = select_add(active_set, rows, threshold=args.threshold, limit=args.limit)
+    chosen = [images[c] for c in selection.selected]
+    for c, atoms in zip(selection.selected, chosen):
+        atoms.info["MV_grade"] = float(selection.grades[c])
+    write_structures(args.output, chosen, species=species)
+    print(f"{args.output}: {len(chosen)} of {len(images)} candidates selected "
+          f"(largest grade {selection.grades.max(initial=0.0):.3g})")
     return 0
 
 

@@ -3,7 +3,7 @@
 from .active_set import ActiveSet, build_active_set
 from .grade import configuration_grades
 from .select import select_add
-from .storage import default_active_set_path, load_active_set, save_active_set
+from .storage import load_active_set, save_active_set
 
 __all__ = ["ActiveSet", "build_active_set", "configuration_grades", "select_add", "load_active_set",
-           "save_active_set", "default_active_set_path"]
+           "save_active_set"]

@@ -1,6 +1,6 @@
-"""The active set on disk: a sibling ``.npz`` of the potential (JSON header + arrays, no pickle).
+"""The active set on disk: a ``.npz`` beside the potential (JSON header + arrays, no pickle).
 
-``POT.mtp`` keeps its active set in ``POT.active.npz``. The header records the format name and
+The convention is ``POT.active.npz`` next to ``POT.mtp``. The header records the format name and
 version, the mode, the parameter choice and the fingerprint of the potential; loading it for a
 potential with another fingerprint fails with a clear message, because grades against a stale
 active set are meaningless.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -22,11 +21,6 @@ from .active_set import ActiveSet
 FORMAT = "mtp-driver active set"
 VERSION = 1
 _ARRAYS = ("columns", "column_scale", "rows", "inverse", "sources")
-
-
-def default_active_set_path(potential_path: str | os.PathLike) -> Path:
-    """``POT.mtp`` -> ``POT.active.npz``, next to the potential."""
-    return Path(potential_path).with_suffix(".active.npz")
 
 
 def save_active_set(active_set: ActiveSet, path: str | os.PathLike) -> None:
