@@ -30,6 +30,7 @@ import scipy.linalg
 from mtp_driver.mtp.layout import KernelLayout
 from mtp_driver.mtp.model import MTP
 
+from .coefficients import max_abs_products
 from .fingerprint import potential_fingerprint
 from .maxvol import SWAP_THRESHOLD, maxvol
 from .rows import SiteRows, parameter_columns, site_rows
@@ -70,7 +71,10 @@ class ActiveSet:
 
     def row_grades(self, rows: np.ndarray) -> np.ndarray:
         """Extrapolation grade max_j |(b A^-1)_j| of each full parameter row b (dimensionless)."""
-        return np.abs(np.atleast_2d(rows) @ self.projection).max(axis=1)
+        rows = np.ascontiguousarray(np.atleast_2d(rows), dtype=np.float64)
+        grades = np.empty(len(rows))
+        max_abs_products(rows, self.projection, grades)
+        return grades
 
     def check_potential(self, mtp: MTP) -> None:
         """Raise ValueError if `mtp` is not the potential this active set was built for."""

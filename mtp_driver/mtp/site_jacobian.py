@@ -25,6 +25,16 @@ from .neighbors import NeighborList
 from .parameter_gradients import parameter_offsets
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def prefix_dot(adjoint, monomials, length):
+    """sum_m adjoint[m] monomials[m] over the first `length` monomials. Reassociation lets it
+    vectorise (as kernels.monomial_contractions); the rows need no bitwise rounding."""
+    total = 0.0
+    for m in range(length):
+        total += adjoint[m] * monomials[m]
+    return total
+
+
 @njit(cache=True, fastmath=False, parallel=True)
 def site_energies_gradients_and_rows(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
                                      radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
@@ -99,12 +109,10 @@ def site_energies_gradients_and_rows(types, offsets, neighbor_types, vectors, mi
                 for mu in range(n_radial):
                     f = radial[jj, mu]
                     fd = radial_deriv[jj, mu]
-                    along_mu = 0.0  # dV_i/df_mu(r_ij)
                     for m in range(prefix[mu]):
-                        adjoint_m = dense[mu, m]
-                        weight[m] += adjoint_m * f
-                        weight_deriv[m] += adjoint_m * fd
-                        along_mu += adjoint_m * monomials[jj, m]
+                        weight[m] += dense[mu, m] * f
+                        weight_deriv[m] += dense[mu, m] * fd
+                    along_mu = prefix_dot(dense[mu], monomials[jj], prefix[mu])  # dV_i/df_mu(r_ij)
                     for beta in range(n_rb):
                         row[pair_start + mu * n_rb + beta] += along_mu * rb_values[jj, beta]
                 radial_part, degree_part, gx, gy, gz = monomial_contractions(
