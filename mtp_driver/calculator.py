@@ -14,7 +14,6 @@ from .mtp.evaluate import evaluate
 from .mtp.layout import kernel_layout
 from .mtp.model import MTP
 from .mtp.neighbors import build_neighbor_list
-from .mtp.site_jacobian import evaluate_with_site_rows
 
 
 class CloseContactError(ValueError):
@@ -114,10 +113,9 @@ class MTPCalculator(Calculator):
         types = self.types_of(atoms)
         neighbor_list = build_neighbor_list(positions, cell, pbc, self.mtp.max_dist)
         self._check_close_contacts(neighbor_list)
-        if self.active_set is None:
-            result = evaluate(self.mtp, types, neighbor_list, self.layout)
-        else:
-            result, site_rows = evaluate_with_site_rows(self.mtp, types, neighbor_list, self.layout)
+        site_rows = None if self.active_set is None else np.empty((len(types), self.mtp.parameter_count))
+        result = evaluate(self.mtp, types, neighbor_list, self.layout, site_rows)
+        if site_rows is not None:
             self._store_grades(site_rows)
         self.results["energy"] = result.energy
         self.results["free_energy"] = result.energy

@@ -4,21 +4,10 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from test_fit_gradients import SPECIES, random_potential
 from mtp_driver.fit.loss import parameters_of, with_parameters
-from mtp_driver.mtp.basis import untrained_mtp
 from mtp_driver.mtp.evaluate import evaluate
 from mtp_driver.mtp.neighbors import build_neighbor_list
-from mtp_driver.mtp.site_jacobian import evaluate_with_site_rows
-
-SPECIES = ("Mo", "Nb")
-
-
-def random_potential(level=8, seed=0):
-    rng = np.random.default_rng(seed)
-    mtp = untrained_mtp(level, len(SPECIES), 2.0, 4.5, species=SPECIES)
-    S, K, R = mtp.species_count, mtp.radial_funcs_count, mtp.radial_basis_size
-    return mtp.copy(radial_coeffs=rng.normal(size=(S, S, K, R)), species_coeffs=rng.normal(size=S),
-                    moment_coeffs=0.01 * rng.normal(size=mtp.alpha_scalar_moments), scaling=0.1)
 
 
 def rattled_alloy(seed=1):
@@ -30,10 +19,11 @@ def rattled_alloy(seed=1):
 
 
 def test_site_rows_equal_finite_differences_of_site_energies():
-    mtp = random_potential()
+    mtp = random_potential(level=8)
     atoms, types = rattled_alloy()
     neighbor_list = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, mtp.max_dist)
-    _, rows = evaluate_with_site_rows(mtp, types, neighbor_list)
+    rows = np.empty((len(atoms), mtp.parameter_count))
+    evaluate(mtp, types, neighbor_list, site_rows=rows)
     flat = parameters_of(mtp)
     assert rows.shape == (len(atoms), len(flat))
     rng = np.random.default_rng(2)
@@ -56,7 +46,8 @@ def test_energy_and_forces_are_those_of_the_plain_kernel():
     atoms, types = rattled_alloy(seed=4)
     neighbor_list = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, mtp.max_dist)
     plain = evaluate(mtp, types, neighbor_list)
-    with_rows, rows = evaluate_with_site_rows(mtp, types, neighbor_list)
+    rows = np.empty((len(atoms), mtp.parameter_count))
+    with_rows = evaluate(mtp, types, neighbor_list, site_rows=rows)
     assert with_rows.energy == pytest.approx(plain.energy, abs=1e-12)
     assert np.allclose(with_rows.forces, plain.forces, atol=1e-12, rtol=0)
     assert np.allclose(with_rows.strain_derivative, plain.strain_derivative, atol=1e-11, rtol=0)

@@ -7,11 +7,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from mtp_driver.io.species import atom_types
+from mtp_driver.mtp.evaluate import evaluate
 from mtp_driver.mtp.layout import KernelLayout, kernel_layout
 from mtp_driver.mtp.model import MTP
 from mtp_driver.mtp.neighbors import build_neighbor_list
 from mtp_driver.mtp.parameter_gradients import parameter_offsets
-from mtp_driver.mtp.site_jacobian import evaluate_with_site_rows
 
 PARAMETER_CHOICES = ("all", "linear")
 
@@ -50,7 +50,9 @@ def site_rows(mtp: MTP, images: Sequence, species: Sequence[str] | None,
         if len(atoms) == 0:
             raise ValueError("a configuration has no atoms: it has no extrapolation grade")
         neighbor_list = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, mtp.max_dist)
-        blocks.append(evaluate_with_site_rows(mtp, atom_types(atoms, species), neighbor_list, layout)[1])
+        rows = np.empty((len(atoms), mtp.parameter_count))
+        evaluate(mtp, atom_types(atoms, species), neighbor_list, layout, site_rows=rows)
+        blocks.append(rows)
     atom_starts = np.concatenate([[0], np.cumsum([len(b) for b in blocks])]).astype(np.int64)
     rows = np.concatenate(blocks) if blocks else np.zeros((0, mtp.parameter_count))
     return SiteRows(rows, atom_starts)

@@ -9,6 +9,8 @@ The row of atom i is ``dV_i/dtheta`` over the flat parameter vector
 * radial coefficient ``c[a, b, mu, beta]`` (a = type of i): ``sum over neighbours j of type b of
   Q_beta(r_ij) * sum_m (dV_i/dM_basic[mu, m]) u_ij^m`` in eV, where ``dV_i/dM`` is the adjoint that the
   force pass computes anyway. The grade costs only this extra contraction per neighbour.
+
+`evaluate.evaluate(..., site_rows=array)` runs this kernel instead of the plain one.
 """
 
 from __future__ import annotations
@@ -16,13 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .evaluate import Evaluation
-from .kernels import (BLOCK, backpropagate_contractions, contract_moments, forces_and_virial, monomial_contractions,
-                      neighbour_features)
-from .layout import KernelLayout, kernel_layout
-from .model import MTP
-from .neighbors import NeighborList
-from .parameter_gradients import parameter_offsets
+from .kernels import BLOCK, backpropagate_contractions, contract_moments, monomial_contractions, neighbour_features
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -121,27 +117,3 @@ def site_energies_gradients_and_rows(types, offsets, neighbor_types, vectors, mi
                 pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
                 pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
                 pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
-
-
-def evaluate_with_site_rows(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
-                            layout: KernelLayout | None = None) -> tuple[Evaluation, np.ndarray]:
-    """`evaluate` plus the (N, mtp.parameter_count) rows dV_i/dtheta of every atom, from one kernel pass."""
-    if not mtp.is_trained:
-        raise ValueError("the potential is untrained (no radial_coeffs/moment_coeffs): train it first")
-    layout = kernel_layout(mtp) if layout is None else layout
-    types = np.ascontiguousarray(types, dtype=np.int64)
-    n_atoms = len(types)
-    site_energies = np.empty(n_atoms)
-    pair_gradients = np.empty((len(neighbor_list.centers), 3))
-    _, _, n_parameters = parameter_offsets(mtp.species_count, mtp.radial_funcs_count, mtp.radial_basis_size,
-                                           mtp.alpha_scalar_moments)
-    site_rows = np.empty((n_atoms, n_parameters))
-    site_energies_gradients_and_rows(
-        types, neighbor_list.offsets, types[neighbor_list.neighbors], neighbor_list.vectors,
-        float(mtp.min_dist), float(mtp.max_dist), float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs,
-        mtp.moment_coeffs, layout, max(neighbor_list.max_neighbors, 1), site_energies, pair_gradients, site_rows,
-    )
-    forces, strain_derivative = forces_and_virial(
-        n_atoms, neighbor_list.centers, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
-    )
-    return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative), site_rows
