@@ -1,46 +1,125 @@
-"""The Quick start job: NVT molecular dynamics of fcc Cu with a shipped MTP, timed."""
+"""The Quick start job: i-PI NVT molecular dynamics of fcc Cu learned on the fly from nothing.
+
+i-PI runs the MD; our driver answers its force requests with an MTP that starts untrained; the
+learner holds every extrapolative step, computes it with ASE's EMT (the embedded reference),
+retrains and answers. At the end the final MTP is compared with EMT on fresh MD snapshots it
+never saw.
+"""
 
 from __future__ import annotations
 
+import os
 import time
-from importlib.resources import files
+import uuid
+from pathlib import Path
 
 import numpy as np
 from ase import units
 from ase.build import bulk
+from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from .calculator import MTPCalculator
+from .io.cfg import write_cfg
+from .ipi import DriverThread, Endpoint, IPIProcess
+from .ipi.driver import Driver
+from .ipi.evaluate import Evaluator
+from .learn.learner import Learner
+from .learn.settings import LearnSettings
+from .mtp.basis import untrained_mtp
 
-SHIPPED_CU = files("mtp_driver") / "data" / "Cu_zuo2020.mtp"
+NVT_INPUT = """<simulation verbosity='low' safe_stride='100'>
+  <output prefix='md'>
+    <properties stride='10' filename='out'>[step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, potential{{electronvolt}}]</properties>
+    <trajectory filename='pos' stride='10' format='ase'>positions</trajectory>
+    <trajectory filename='grade' stride='1' extra_type='mtp_grade'>extras</trajectory>
+    <trajectory filename='version' stride='1' extra_type='model_version'>extras</trajectory>
+  </output>
+  <total_steps>{steps}</total_steps>
+  <prng><seed>{seed}</seed></prng>
+  <ffsocket name='learner' mode='unix'><address>learner</address><timeout>0</timeout></ffsocket>
+  <system>
+    <initialize nbeads='1'>
+      <file mode='ase'>start.extxyz</file>
+      <velocities mode='thermal' units='kelvin'>{temperature}</velocities>
+    </initialize>
+    <forces><force forcefield='learner'/></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='nvt'>
+        <timestep units='femtosecond'>2</timestep>
+        <thermostat mode='svr'><tau units='femtosecond'>50</tau></thermostat>
+      </dynamics>
+    </motion>
+    <ensemble><temperature units='kelvin'>{temperature}</temperature></ensemble>
+  </system>
+</simulation>
+"""
 
 
-def run_demo(repeat: int = 4, steps: int = 200, temperature: float = 600.0, seed: int = 0) -> dict:
-    """Langevin NVT MD (2 fs steps) of a repeat^3 fcc Cu supercell with the Zuo et al. 2020 Cu MTP;
-    prints a line every 50 steps and returns a summary (energies in eV, times in s)."""
-    atoms = bulk("Cu", "fcc", a=3.62, cubic=True).repeat(repeat)
-    calculator = MTPCalculator(SHIPPED_CU, species=["Cu"])
-    atoms.calc = calculator
+def fresh_snapshots(start, temperature: float, count: int, seed: int):
+    """EMT Langevin MD snapshots (every 20 steps of 2 fs, after 200 steps) the learner never saw."""
+    atoms = start.copy()
+    atoms.calc = EMT()
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
-    dynamics = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False,
-                        rng=np.random.default_rng(seed + 1))
-    start = time.perf_counter()
-    atoms.get_potential_energy()
-    compile_time = time.perf_counter() - start
-    print(f"fcc Cu, {len(atoms)} atoms, MTP level {calculator.mtp.level} (Zuo et al. 2020), "
-          f"{temperature:.0f} K Langevin, {steps} steps of 2 fs; first call {compile_time:.2f} s")
-    print(f"{'step':>6}{'E_pot/atom (eV)':>18}{'T (K)':>9}")
+    dynamics = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02,
+                        fixcm=False, rng=np.random.default_rng(seed + 1))
+    dynamics.run(200)
+    snapshots = []
+    for _ in range(count):
+        dynamics.run(20)
+        snapshot = atoms.copy()
+        snapshot.calc = EMT()
+        snapshot.get_forces()
+        snapshots.append(snapshot)
+    return snapshots
 
-    def report():
-        print(f"{dynamics.nsteps:>6}{atoms.get_potential_energy() / len(atoms):>18.6f}"
-              f"{atoms.get_temperature():>9.1f}")
 
-    dynamics.attach(report, interval=50)
-    start = time.perf_counter()
-    dynamics.run(steps)
-    elapsed = time.perf_counter() - start
-    per_atom_us = elapsed / steps / len(atoms) * 1e6
-    print(f"{steps} steps in {elapsed:.2f} s: {per_atom_us:.1f} us per atom per step (MD integrator included)")
-    return {"atoms": len(atoms), "steps": steps, "seconds": elapsed, "us_per_atom_step": per_atom_us,
-            "final_temperature": atoms.get_temperature()}
+def run_demo(run_dir: str | os.PathLike = "mtp-driver-demo", steps: int = 1000, temperature: float = 900.0,
+             level: int = 10, repeat: int = 3, seed: int = 0, refit_iterations: int = 300) -> dict:
+    """NVT MD of a repeat^3 fcc Cu supercell under i-PI, learning a level-`level` MTP on the fly
+    from EMT; prints the summary and returns it (energies eV, forces eV/Å, times s)."""
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+    start.write(run_dir / "start.extxyz")
+    initial = untrained_mtp(level, 1, 2.0, 5.0, species=["Cu"])
+    learner = Learner(initial, run_dir / "learning", LearnSettings(species=("Cu",), seed=seed,
+                                                                     refit_iterations=refit_iterations))
+    endpoint = Endpoint(unix=f"mtp_demo_{os.getpid()}_{uuid.uuid4().hex[:6]}")
+    print(f"fcc Cu, {len(start)} atoms, i-PI NVT at {temperature:.0f} K, {steps} steps of 2 fs; "
+          f"MTP level {level} learned on the fly from EMT, starting untrained")
+    began = time.perf_counter()
+    xml = NVT_INPUT.format(steps=steps, seed=31415 + seed, temperature=temperature)
+    with IPIProcess(xml, run_dir, endpoint, name="md") as ipi:
+        thread = DriverThread(Driver(Evaluator(learner, start, template_name="start.extxyz")), endpoint)
+        thread.start()
+        code = ipi.wait(3600)
+        thread.result(60)
+    print(f"i-PI finished; final refit of all parameters on the {len(learner.training)} reference structures ...",
+          flush=True)
+    learner.close()
+    wall = time.perf_counter() - began
+    if code != 0:
+        raise RuntimeError(f"i-PI failed (exit {code}); see {ipi.log_path}")
+    training = learner.training
+    write_cfg(run_dir / "training.cfg", training, species=["Cu"])
+    from ase.io import write
+
+    write(run_dir / "training.extxyz", training)
+    calculator = MTPCalculator(learner.mtp, species=["Cu"])
+    errors = []
+    for snapshot in fresh_snapshots(start, temperature, 10, seed + 100):
+        reference = snapshot.get_forces()
+        snapshot.calc = calculator
+        errors.append(snapshot.get_forces() - reference)
+    force_rmse = float(np.sqrt(np.mean(np.square(errors))))
+    summary = dict(learner.summary(), force_rmse=force_rmse, wall_s=wall, run_dir=str(run_dir))
+    print(f"{summary['steps']} force requests, {summary['reference_calls']} EMT reference calls, "
+          f"{summary['retrainings']} retrainings, model version {summary['model_version']}")
+    print(f"time held per retraining: median {summary['held_median_s']:.2f} s, max {summary['held_max_s']:.2f} s; "
+          f"wall {wall:.0f} s")
+    print(f"final MTP vs EMT on 10 fresh {temperature:.0f} K snapshots: force RMSE {force_rmse:.4f} eV/Å")
+    print(f"outputs in {run_dir}: learning/journal.jsonl (event log), training.cfg and training.extxyz "
+          f"(training set), learning/final.mtp (the final model), learning/models/ (every version), md.* (i-PI output)")
+    return summary

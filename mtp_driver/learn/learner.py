@@ -41,6 +41,7 @@ from mtp_driver.mtp.neighbors import build_neighbor_list
 
 from .calls import LearningStopped, ReferenceCalls
 from .journal import Journal
+from .reference import Reference
 from .settings import LearnSettings, store_settings
 
 SELECTION_THRESHOLD = 1.1  # MLIP's select-add default
@@ -101,23 +102,29 @@ class Learner:
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         self._swap_finished_refit()
         evaluation = self._evaluate(atoms)
-        grade = evaluation["grade"]
         held = 0.0
-        if grade > self.settings.threshold_break and self._may_retrain():
+        if evaluation["grade"] > self.settings.threshold_break and self._may_retrain():
             evaluation, held = self._learn(atoms, evaluation)
-        elif grade > self.settings.threshold_save:
+        elif evaluation["grade"] > self.settings.threshold_save:
             self.candidates.append(atoms)
-        extras = {"model_version": f"learner:{self.version}", "mtp_grade": _finite_or_none(grade),
+        # the grade of the model that answered (after learning, if it held); the journal has the one before
+        extras = {"model_version": f"learner:{self.version}", "mtp_grade": _finite_or_none(evaluation["grade"]),
                   "held_seconds": held, "reference_calls": len(self.keys)}
         return evaluation["energy"], evaluation["forces"], evaluation["virial"], extras
 
-    def close(self) -> None:
-        """Stop a running refit and the reference workers; write the summary."""
+    def close(self, final_refit: bool = True) -> None:
+        """Stop a running refit and the reference workers; with `final_refit`, fit all parameters to
+        all reference data now (the last model of the run) and write it as `final.mtp`."""
         if self.refit is not None:
             self.refit["process"].kill()
             self.refit["process"].wait()
             self.refit = None
         self.calls.close()
+        if final_refit and self.mtp is not None and self.settings.refit_iterations > 0:
+            options = TrainOptions(max_iter=self.settings.refit_iterations, seed=self.settings.seed)
+            fitted = train(self.mtp, self.training, species=self.species, options=options, progress=False).mtp
+            self._swap_in(fitted, "final refit")
+            write_mtp(fitted, self.run_dir / "final.mtp")
         self.journal.log("stop", step=self.step, summary=self.summary())
 
     def summary(self) -> dict:
@@ -267,3 +274,12 @@ class Learner:
 
 def _finite_or_none(value):
     return float(value) if value is not None and np.isfinite(value) else None
+
+
+def learning_potential(potential: str, run_dir: str, species, reference: dict | None = None, **settings) -> Learner:
+    """A `Learner` from plain (JSON) values, for `mtp-driver serve --calculator
+    mtp_driver.learn.learner:learning_potential --calculator-kwargs '{...}'` and the pes plugin:
+    `reference` holds the fields of `Reference`, the other keywords those of `LearnSettings`."""
+    species = tuple(species.split(",")) if isinstance(species, str) else tuple(species)
+    learn_settings = LearnSettings(species=species, reference=Reference(**(reference or {})), **settings)
+    return Learner(potential, run_dir, learn_settings)

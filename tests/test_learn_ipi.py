@@ -1,0 +1,95 @@
+"""The on-the-fly learner behind the real i-PI and ASE's SocketIOCalculator, EMT as the reference."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.optimize import BFGS
+
+from mtp_driver.demo import run_demo
+from mtp_driver.io.mtp_file import write_mtp
+from mtp_driver.ipi import PotentialSpec, socket_calculator
+from mtp_driver.learn.journal import Journal
+from mtp_driver.learn.learner import Learner
+from mtp_driver.learn.settings import LearnSettings
+from mtp_driver.learn.reference import Reference
+from mtp_driver.mtp.basis import untrained_mtp
+
+pytestmark = pytest.mark.timeout(600)
+LEARNER = "mtp_driver.learn.learner:learning_potential"
+
+
+def answered_versions(path) -> list[int]:
+    """The model version in the extras of every i-PI step, in step order."""
+    return [int(v) for v in re.findall(r"^learner:(\d+)$", path.read_text(), flags=re.M)]
+
+
+def test_demo_learns_md_from_an_untrained_potential(tmp_path):
+    steps = 300
+    summary = run_demo(tmp_path, steps=steps, repeat=2, refit_iterations=60)
+    assert summary["steps"] == steps + 1  # i-PI's initial force call and one per step
+    events = Journal(tmp_path / "learning").events()
+    selected_steps = [event["step"] for event in events if event["event"] == "selected"]
+    assert len(selected_steps) == summary["reference_calls"] > 0
+    after_warm_up = [step for step in selected_steps if step > 100]
+    assert len(after_warm_up) < 0.1 * (steps + 1 - 100)
+    assert summary["force_rmse"] < 0.02  # eV/Å, final model vs EMT on fresh 900 K snapshots
+    # every step was answered by the newest model announced at or before it (request = i-PI step + 1)
+    swaps = [(event["step"], event["version"]) for event in events
+             if event["event"] == "swap" and event["reason"] != "final refit"]  # that one follows the last step
+    versions = answered_versions(tmp_path / "md.version_0")
+    assert len(versions) == steps + 1
+    for step, version in enumerate(versions):
+        assert version == max(v for s, v in swaps if s <= step + 1)
+    for output in ("training.cfg", "training.extxyz", "learning/final.mtp", "learning/journal.jsonl"):
+        assert (tmp_path / output).stat().st_size > 0
+
+
+def test_learning_relaxation_through_ase_socketio(tmp_path):
+    """BFGS of a Cu cell with a vacancy through SocketIOCalculator, the learner as the driver."""
+    start = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    del start[0]
+    start.rattle(0.1, seed=3)
+    potential = tmp_path / "untrained.mtp"
+    write_mtp(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), potential)
+    kwargs = dict(potential=str(potential), run_dir=str(tmp_path / "run"), species="Cu", refit_iterations=0)
+    atoms = start.copy()
+    with socket_calculator(PotentialSpec(calculator=LEARNER, calculator_kwargs=kwargs)) as calc:
+        atoms.calc = calc
+        assert BFGS(atoms, logfile=None).run(fmax=0.05, steps=200)
+        learned = atoms.get_potential_energy()
+    reference = start.copy()
+    reference.calc = EMT()
+    BFGS(reference, logfile=None).run(fmax=0.05, steps=200)
+    assert learned == pytest.approx(reference.get_potential_energy(), abs=0.05)
+    atoms.calc = EMT()
+    assert np.abs(atoms.get_forces()).max() < 0.1  # a minimum of EMT too, not only of the MTP
+    calls = [event for event in Journal(tmp_path / "run").events() if event["event"] == "reference"]
+    assert 0 < len(calls) < 40
+
+
+def test_failing_reference_is_quarantined_and_never_trained_on(tmp_path):
+    """A reference failing on 30% of structures: the run goes on, failures are quarantined."""
+    flaky = Reference(calculator="reference_calculators:FlakyEMT", kwargs=dict(failure_rate=0.3))
+    settings = LearnSettings(species=("Cu",), reference=flaky, refit_iterations=0, failure_budget=1000)
+    learner = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), tmp_path, settings)
+    rng = np.random.default_rng(0)
+    base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    for k in range(40):
+        atoms = base.copy()
+        atoms.positions += rng.normal(scale=0.03 + 0.004 * k, size=atoms.positions.shape)
+        energy, forces, virial, extras = learner.compute(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+        assert np.isfinite(energy) and np.isfinite(forces).all() and set(extras) >= {"mtp_grade", "model_version"}
+    learner.close(final_refit=False)
+    quarantined = learner.journal.quarantined()
+    assert quarantined
+    trained_positions = {atoms.positions.tobytes() for atoms in learner.training}
+    assert not trained_positions & {atoms.positions.tobytes() for atoms in quarantined.values()}
+    stop = [event for event in learner.journal.events() if event["event"] == "stop"][-1]
+    assert stop["summary"]["quarantined"] == len(quarantined)
+    assert json.loads((tmp_path / "settings.json").read_text())["reference"]["kwargs"] == {"failure_rate": 0.3}
