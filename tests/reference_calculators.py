@@ -37,3 +37,17 @@ class Unconverged(EMT):
     """EMT that flags its result as not converged, as some DFT calculators do."""
 
     converged = False
+
+
+class SlowEMT(EMT):
+    """EMT that takes `delay` seconds, like a (very small) DFT calculation."""
+
+    def __init__(self, delay=0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        import time
+
+        time.sleep(self.delay)
+        super().calculate(atoms, properties, system_changes)

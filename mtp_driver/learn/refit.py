@@ -8,6 +8,7 @@ keeps serving meanwhile) only ever sees a finished file.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,8 +22,14 @@ def refit(run_dir: Path, start: Path, keys_file: Path, output: Path, iterations:
           species: list[str]) -> None:
     completed = Journal(run_dir).completed()
     images = [completed[key] for key in json.loads(keys_file.read_text())]
-    result = train(read_mtp(start), images, species=species,
-                   options=TrainOptions(max_iter=iterations, seed=seed), progress=False)
+    parent = os.getppid()
+
+    def stop_if_orphaned(_):  # a learner killed with -9 cannot stop its refit: the refit notices
+        if os.getppid() != parent:
+            raise SystemExit(1)
+
+    result = train(read_mtp(start), images, species=species, options=TrainOptions(max_iter=iterations, seed=seed),
+                   progress=False, checkpoint=stop_if_orphaned)
     write_mtp(result.mtp, output)  # atomic
 
 
