@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calc_efs(commands)
     _add_calc_errors(commands)
     _add_serve(commands)
+    _add_learn(commands)
     _add_train(commands)
     _add_report(commands)
     _add_calc_grade(commands)
@@ -150,6 +152,62 @@ def _serve(args) -> int:
         logging.getLogger("mtp_driver.ipi").error("error: %s", exc)
         return 2
     return run(driver, endpoint, connect_timeout=args.connect_timeout)
+
+
+def _add_learn(commands) -> None:
+    from mtp_driver.ipi.options import add_endpoint_arguments, json_object
+    from mtp_driver.learn.settings import ANSWERS, GRADE_MODES, LearnSettings
+
+    p = commands.add_parser(
+        "learn", help="serve a potential to i-PI or ASE and learn it on the fly from a reference calculator",
+        description="Like `serve`, but every request is graded; when the MTP extrapolates the request is held "
+        "while the reference computes D-optimally selected structures and the MTP is retrained. Everything "
+        "is journaled in RUN_DIR: run the same command again to resume after a crash.",
+    )
+    p.add_argument("potential", metavar="POT.mtp", help="starting potential (untrained from `init`, or trained)")
+    p.add_argument("--species", required=True, help="chemical symbols of the potential's types, e.g. Cu,Ag")
+    p.add_argument("--run-dir", required=True, help="journal, reference results and model versions go here")
+    p.add_argument("--template", required=True, metavar="FILE", help="ASE-readable structure: species and order of the atoms")
+    add_endpoint_arguments(p)
+    reference = p.add_mutually_exclusive_group()
+    reference.add_argument("--reference", metavar="MODULE:CLASS", help="ASE calculator class (default: EMT)")
+    reference.add_argument("--reference-command", metavar="CMD",
+                           help="external command run in a fresh directory: reads input.extxyz, writes output.extxyz")
+    p.add_argument("--reference-kwargs", type=json_object, default={}, metavar="JSON")
+    defaults = LearnSettings()
+    for name, kind in (("threshold_save", float), ("threshold_break", float), ("max_selected", int),
+                       ("workers", int), ("retries", int), ("failure_budget", int), ("cooldown_steps", int),
+                       ("max_calls_per_hour", float), ("refit_iterations", int), ("seed", int),
+                       ("close_contact_factor", float)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name),
+                       help="(default: %(default)s)")
+    p.add_argument("--grade-mode", choices=GRADE_MODES, default=defaults.grade_mode, help="(default: %(default)s)")
+    p.add_argument("--answer-with", choices=ANSWERS, default=defaults.answer_with,
+                   help="answer a held request with the new model or the reference result (default: %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="S")
+    p.set_defaults(run=_learn)
+
+
+def _learn(args) -> int:
+    import dataclasses
+
+    from mtp_driver.ipi import make_driver, run
+    from mtp_driver.ipi.options import endpoint_from_args
+    from mtp_driver.learn.learner import Learner
+    from mtp_driver.learn.reference import Reference
+    from mtp_driver.learn.settings import LearnSettings
+
+    reference = Reference(calculator=args.reference, command=args.reference_command, kwargs=args.reference_kwargs)
+    names = {field.name for field in dataclasses.fields(LearnSettings)} - {"species", "reference"}
+    settings = LearnSettings(species=tuple(_species_list(args.species)), reference=reference,
+                             **{name: getattr(args, name) for name in names})
+    learner = Learner(args.potential, args.run_dir, settings)
+    code = run(make_driver(learner, args.template), endpoint_from_args(args), connect_timeout=args.connect_timeout)
+    print(f"i-PI/ASE finished ({code}); final refit on {len(learner.training)} reference structures ...",
+          file=sys.stderr)
+    learner.close()
+    print(json.dumps(learner.summary()))
+    return code
 
 
 def _add_train(commands) -> None:

@@ -22,9 +22,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from .calculator import MTPCalculator
 from .io.cfg import write_cfg
-from .ipi import DriverThread, Endpoint, IPIProcess
-from .ipi.driver import Driver
-from .ipi.evaluate import Evaluator
+from .ipi import DriverThread, Endpoint, IPIProcess, make_driver
 from .learn.learner import Learner
 from .learn.settings import LearnSettings
 from .mtp.basis import untrained_mtp
@@ -92,7 +90,7 @@ def run_demo(run_dir: str | os.PathLike = "mtp-driver-demo", steps: int = 1000, 
     began = time.perf_counter()
     xml = NVT_INPUT.format(steps=steps, seed=31415 + seed, temperature=temperature)
     with IPIProcess(xml, run_dir, endpoint, name="md") as ipi:
-        thread = DriverThread(Driver(Evaluator(learner, start, template_name="start.extxyz")), endpoint)
+        thread = DriverThread(make_driver(learner, start), endpoint)
         thread.start()
         code = ipi.wait(3600)
         thread.result(60)

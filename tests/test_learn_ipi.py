@@ -93,3 +93,31 @@ def test_failing_reference_is_quarantined_and_never_trained_on(tmp_path):
     stop = [event for event in learner.journal.events() if event["event"] == "stop"][-1]
     assert stop["summary"]["quarantined"] == len(quarantined)
     assert json.loads((tmp_path / "settings.json").read_text())["reference"]["kwargs"] == {"failure_rate": 0.3}
+
+
+def test_learn_command_with_a_protocol_input(tmp_path):
+    """`mtp-driver learn` (the user's command) against i-PI running protocols/nvt.xml, shortened."""
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    from mtp_driver.ipi import Endpoint, IPIProcess
+
+    protocols = Path(__file__).resolve().parents[1] / "protocols"
+    (tmp_path / "structures").mkdir()
+    (tmp_path / "structures" / "cu108.extxyz").write_text((protocols / "structures" / "cu108.extxyz").read_text())
+    potential = tmp_path / "untrained.mtp"
+    write_mtp(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), potential)
+    endpoint = Endpoint(unix=f"learn_{uuid.uuid4().hex[:8]}")
+    with IPIProcess((protocols / "nvt.xml").read_text(), tmp_path, endpoint, total_steps=30) as ipi:
+        learn = subprocess.run(
+            [sys.executable, "-m", "mtp_driver.cli", "learn", str(potential), "--species", "Cu",
+             "--run-dir", str(tmp_path / "run"), "--template", str(tmp_path / "structures" / "cu108.extxyz"),
+             "--unix", endpoint.unix, "--refit-iterations", "20"],
+            capture_output=True, text=True, timeout=300)
+        assert learn.returncode == 0, learn.stderr[-3000:]
+        assert ipi.wait(60) == 0
+    summary = json.loads(learn.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 31 and 0 < summary["reference_calls"] <= 31
+    assert (tmp_path / "run" / "final.mtp").exists()

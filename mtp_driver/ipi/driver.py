@@ -26,6 +26,7 @@ from ase import Atoms
 
 from mtp_driver.ipi import protocol as wire
 from mtp_driver.ipi.evaluate import DriverError, Evaluator, read_template, template_label
+from mtp_driver.ipi.potential import Potential
 from mtp_driver.ipi.protocol import Endpoint
 from mtp_driver.ipi.sources import PotentialSpec
 
@@ -203,14 +204,16 @@ def _drain(sock: socket.socket) -> None:
 
 
 def make_driver(
-    spec: PotentialSpec, template: str | Atoms, *, min_distance: float | None = None, **options
+    spec: PotentialSpec | Potential, template: str | Atoms, *, min_distance: float | None = None, **options
 ) -> Driver:
-    """A ready `Driver` for a potential spec and a template (an ASE-readable path, '-' for stdin, or Atoms)."""
+    """A ready `Driver` for a potential (or a spec of one) and a template (an ASE-readable path,
+    '-' for stdin, or Atoms)."""
     if isinstance(template, Atoms):
         atoms, label = template, "the template"
     else:
         atoms, label = read_template(str(template)), template_label(template)
-    evaluator = Evaluator(spec.build(), atoms, min_distance=min_distance, template_name=label)
+    potential = spec.build() if isinstance(spec, PotentialSpec) else spec
+    evaluator = Evaluator(potential, atoms, min_distance=min_distance, template_name=label)
     return Driver(evaluator, **options)
 
 
