@@ -43,6 +43,7 @@ class ReferenceCalls:
         self.failure_budget = failure_budget
         self.fingerprint = reference.fingerprint()
         self.failed = len(journal.quarantined())
+        self.done = journal.completed()  # read once: this object adds every later result
         self.calls = 0  # calls made by this process (restarts do not repeat finished ones)
         self._pool = None
 
@@ -52,7 +53,7 @@ class ReferenceCalls:
     def compute(self, structures: Sequence[Atoms], **fields) -> list[tuple[str, Atoms]]:
         """(key, labelled structure) for each structure whose reference result exists or could be
         computed, in input order; the rest are quarantined. Already finished keys are not recomputed."""
-        done = self.journal.completed()
+        done = self.done
         keys = [self.key(atoms) for atoms in structures]
         todo = {}
         for key, atoms in zip(keys, structures):
