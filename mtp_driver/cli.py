@@ -191,7 +191,7 @@ def _add_learn(commands) -> None:
 def _learn(args) -> int:
     import dataclasses
 
-    from mtp_driver.ipi import make_driver, run
+    from mtp_driver.ipi import DriverError, make_driver, run
     from mtp_driver.ipi.options import endpoint_from_args
     from mtp_driver.learn.learner import Learner
     from mtp_driver.learn.reference import Reference
@@ -202,7 +202,13 @@ def _learn(args) -> int:
     settings = LearnSettings(species=tuple(_species_list(args.species)), reference=reference,
                              **{name: getattr(args, name) for name in names})
     learner = Learner(args.potential, args.run_dir, settings)
-    code = run(make_driver(learner, args.template), endpoint_from_args(args), connect_timeout=args.connect_timeout)
+    try:
+        driver = make_driver(learner, args.template)
+    except DriverError as exc:
+        print(f"mtp-driver learn: error: {exc}", file=sys.stderr)
+        learner.close(final_refit=False)
+        return 2
+    code = run(driver, endpoint_from_args(args), connect_timeout=args.connect_timeout)
     print(f"i-PI/ASE finished ({code}); final refit on {len(learner.training)} reference structures ...",
           file=sys.stderr)
     learner.close()

@@ -57,6 +57,13 @@ def test_user_errors_are_one_line(shared_data, tmp_path):
     broken.write_text("BEGIN_CFG\n Size\n    2\n AtomData: id type cartes_x cartes_y cartes_z\n 1 0 0 0 0\n")
     bad = mtp_driver("calc-efs", FITTED / "Li.mtp", broken, tmp_path / "o.cfg", "--species", "Li", check=False)
     assert bad.returncode == 2 and "broken.cfg, line" in bad.stderr
+    mtp_driver("init", 8, "--species", "Cu", "--min-dist", 2.0, "--max-dist", 5.0, "-o", tmp_path / "u.mtp")
+    learn = mtp_driver("learn", tmp_path / "u.mtp", "--species", "Cu", "--run-dir", tmp_path / "run",
+                       "--template", tmp_path / "nope.xyz", "--unix", "x", check=False)
+    assert learn.returncode == 2 and "nope.xyz' does not exist" in learn.stderr and "Traceback" not in learn.stderr
+    reference = mtp_driver("learn", tmp_path / "u.mtp", "--species", "Cu", "--run-dir", tmp_path / "run",
+                           "--template", tmp_path / "nope.xyz", "--unix", "x", "--threshold-save", 0.5, check=False)
+    assert reference.returncode == 2 and "threshold_save" in reference.stderr
 
 
 def test_init_writes_untrained_potential(tmp_path):
