@@ -2,7 +2,7 @@
 
     python learner_crash_worker.py RUN_DIR REQUESTS
 
-Request k is a rattled Cu cell made from seed k (amplitude growing with k, so the learner keeps
+Request k is a rattled Cu cell made from seed k (amplitude cycling up to 0.125 Å, so the learner keeps
 meeting new structures); `progress.txt` holds the number of requests answered, written
 atomically after each answer, so a restart continues where the killed run stopped."""
 
@@ -21,7 +21,7 @@ from mtp_driver.mtp.basis import untrained_mtp
 
 def request(k: int):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    atoms.positions += np.random.default_rng(k).normal(scale=0.02 + 0.003 * k, size=atoms.positions.shape)
+    atoms.positions += np.random.default_rng(k).normal(scale=0.03 + 0.005 * (k % 20), size=atoms.positions.shape)
     return atoms
 
 
@@ -29,7 +29,7 @@ def main(run_dir: Path, requests: int) -> None:
     progress = run_dir / "progress.txt"
     done = int(progress.read_text()) if progress.exists() else 0
     settings = LearnSettings(species=("Cu",), reference=Reference(calculator="reference_calculators:SlowEMT",
-                                                                  kwargs={"delay": 0.1}),
+                                                                  kwargs={"delay": 0.2}),
                              refit_iterations=20, max_selected=3)
     learner = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), run_dir / "learning", settings)
     for k in range(done, requests):
