@@ -121,3 +121,55 @@ def test_learn_command_with_a_protocol_input(tmp_path):
     summary = json.loads(learn.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 31 and 0 < summary["reference_calls"] <= 31
     assert (tmp_path / "run" / "final.mtp").exists()
+
+
+PIMD_INPUT = """<simulation verbosity='low' safe_stride='1000'>
+  <output prefix='out'>
+    <properties stride='1' filename='props'>[step, potential{electronvolt}]</properties>
+  </output>
+  <total_steps>20</total_steps>
+  <prng><seed>27</seed></prng>
+  <ffsocket name='learner' mode='unix'><address>x</address><timeout>0</timeout></ffsocket>
+  <system>
+    <initialize nbeads='4'>
+      <file mode='ase'>init.extxyz</file>
+      <velocities mode='thermal' units='kelvin'>600</velocities>
+    </initialize>
+    <forces><force forcefield='learner'/></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='nvt'>
+        <timestep units='femtosecond'>1</timestep>
+        <thermostat mode='pile_l'><tau units='femtosecond'>50</tau></thermostat>
+      </dynamics>
+    </motion>
+    <ensemble><temperature units='kelvin'>600</temperature></ensemble>
+  </system>
+</simulation>"""
+
+
+def test_pimd_beads_on_two_drivers_share_one_learner(tmp_path):
+    """4 beads served by 2 driver threads with one learner: every bead structure is computed at most
+    once, both drivers keep serving through the retrainings, and i-PI finishes."""
+    import uuid
+    from collections import Counter
+
+    from mtp_driver.ipi import DriverThread, Endpoint, IPIProcess, make_driver
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.write(tmp_path / "init.extxyz")
+    learner = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), tmp_path / "run",
+                      LearnSettings(species=("Cu",), refit_iterations=0))
+    endpoint = Endpoint(unix=f"pimd_{uuid.uuid4().hex[:8]}")
+    with IPIProcess(PIMD_INPUT, tmp_path, endpoint) as ipi:
+        drivers = [DriverThread(make_driver(learner, atoms), endpoint) for _ in range(2)]
+        for driver in drivers:
+            driver.start()
+        assert ipi.wait(300) == 0
+        served = [driver.result(60).requests for driver in drivers]
+    learner.close(final_refit=False)
+    assert sum(served) == 4 * 21 and min(served) > 0
+    events = learner.journal.events()
+    computed = Counter(event["key"] for event in events if event["event"] == "reference")
+    assert computed and max(computed.values()) == 1
+    holds = [event for event in events if event["event"] == "hold"]
+    assert len(holds) >= 1 and learner.summary()["reference_calls"] == len(computed)

@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -86,7 +87,9 @@ class Learner:
         self.version = len(list(self.models_dir.glob("model_*.mtp")))
         self.mtp: MTP | None = None
         self.active_set = None
-        self.calculator: MTPCalculator | None = None
+        self.snapshot: tuple | None = None  # (version, calculator settings) of the model answering now
+        self.lock = threading.RLock()  # learning and swapping: one walker at a time
+        self.walker = threading.local()  # each walker thread its own calculator (ASE calculators keep state)
         self.journal.log("start", step=self.step, references=len(self.keys), model_versions=self.version)
         pending = list(self.journal.pending().values())
         if pending:  # selected before a kill: make those calls now
@@ -97,19 +100,33 @@ class Learner:
     # ------------------------------------------------------------------ the Potential interface
 
     def compute(self, positions, cell, pbc, numbers):
-        """Energy (eV), forces (eV/Å), virial (eV) and extras of one structure, learning first if needed."""
-        self.step += 1
+        """Energy (eV), forces (eV/Å), virial (eV) and extras of one structure, learning first if needed.
+
+        Safe to call from several walker threads (the drivers of PIMD beads or NEB images): only a
+        walker that extrapolates waits for the learning lock; candidates of all walkers are pooled."""
+        self.step += 1  # one bytecode-level increment under the GIL; only logs and the cool-down use it
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
-        self._swap_finished_refit()
+        if self.lock.acquire(blocking=False):  # a request boundary, unless another walker is learning
+            try:
+                self._swap_finished_refit()
+            finally:
+                self.lock.release()
         evaluation = self._evaluate(atoms)
         held = 0.0
-        if evaluation["grade"] > self.settings.threshold_break and self._may_retrain():
-            evaluation, held = self._learn(atoms, evaluation)
+        if evaluation["grade"] > self.settings.threshold_break:
+            with self.lock:
+                if evaluation["version"] != self.version:  # another walker learnt meanwhile: grade again
+                    evaluation = self._evaluate(atoms)
+                if evaluation["grade"] > self.settings.threshold_break and self._may_retrain():
+                    evaluation, held = self._learn(atoms, evaluation)
+                elif evaluation["grade"] > self.settings.threshold_save:
+                    self.candidates.append(atoms)
         elif evaluation["grade"] > self.settings.threshold_save:
             self.candidates.append(atoms)
         # the grade of the model that answered (after learning, if it held); the journal has the one before
-        extras = {"model_version": f"learner:{self.version}", "mtp_grade": _finite_or_none(evaluation["grade"]),
-                  "held_seconds": held, "reference_calls": len(self.keys)}
+        extras = {"model_version": f"learner:{evaluation['version']}",
+                  "mtp_grade": _finite_or_none(evaluation["grade"]), "held_seconds": held,
+                  "reference_calls": len(self.keys)}
         return evaluation["energy"], evaluation["forces"], evaluation["virial"], extras
 
     def close(self, final_refit: bool = True) -> None:
@@ -135,11 +152,24 @@ class Learner:
 
     # ------------------------------------------------------------------ one request
 
+    def _calculator(self) -> tuple[int, MTPCalculator | None]:
+        """The model answering now, as this walker thread's own calculator."""
+        snapshot = self.snapshot  # read once: a swap replaces the whole tuple
+        if snapshot is None:
+            return 0, None
+        version, mtp, active_set = snapshot
+        if getattr(self.walker, "version", None) != version:
+            self.walker.calculator = MTPCalculator(mtp, species=self.species, active_set=active_set,
+                                                   close_contact_factor=self.settings.close_contact_factor)
+            self.walker.version = version
+        return version, self.walker.calculator
+
     def _evaluate(self, atoms: Atoms) -> dict:
-        if self.calculator is None:  # nothing learnt yet: everything extrapolates
+        version, calculator = self._calculator()
+        if calculator is None:  # nothing learnt yet: everything extrapolates
             self._check_distances(atoms, self.initial.min_dist)
-            return dict(grade=np.inf, energy=None, forces=None, virial=None)
-        atoms.calc = self.calculator
+            return dict(grade=np.inf, energy=None, forces=None, virial=None, version=0)
+        atoms.calc = calculator
         try:
             energy = atoms.get_potential_energy()
         except CloseContactError as exc:
@@ -147,9 +177,9 @@ class Learner:
                                       "space (time step or temperature too high?); no reference call was made") from exc
         forces = atoms.get_forces()
         virial = -atoms.get_stress(voigt=False) * atoms.get_volume() if atoms.pbc.all() else np.zeros((3, 3))
-        grade = float(self.calculator.results["extrapolation_grade"])
+        grade = float(calculator.results["extrapolation_grade"])
         atoms.calc = None
-        return dict(grade=grade, energy=energy, forces=forces, virial=virial)
+        return dict(grade=grade, energy=energy, forces=forces, virial=virial, version=version)
 
     def _check_distances(self, atoms: Atoms, min_dist: float) -> None:
         limit = self.settings.close_contact_factor * min_dist
@@ -230,8 +260,7 @@ class Learner:
         write_mtp(mtp, self.models_dir / f"model_{self.version:04d}.mtp")
         self.mtp = mtp
         self.active_set = build_active_set(mtp, self.training, self.species, mode=self.settings.grade_mode)
-        self.calculator = MTPCalculator(mtp, species=self.species, active_set=self.active_set,
-                                        close_contact_factor=self.settings.close_contact_factor)
+        self.snapshot = (self.version, mtp, self.active_set)
         self.journal.log("swap", step=self.step, version=self.version, reason=reason, references=len(self.keys),
                          active_set_mode=self.active_set.mode)
 
