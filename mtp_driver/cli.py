@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calc_errors(commands)
     _add_serve(commands)
     _add_learn(commands)
+    _add_learn_report(commands)
     _add_train(commands)
     _add_report(commands)
     _add_calc_grade(commands)
@@ -214,6 +215,30 @@ def _learn(args) -> int:
     learner.close()
     print(json.dumps(learner.summary()))
     return code
+
+
+def _add_learn_report(commands) -> None:
+    p = commands.add_parser("learn-report", help="summary and plots of a learning run (`learn` or `demo`)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the learner's run directory (with journal.jsonl)")
+    p.add_argument("--plot", metavar="LEARNING.png", help="grade trace, reference calls, errors, held times")
+    p.add_argument("--window", type=int, default=1000, help="requests judged for convergence (default: %(default)s)")
+    p.add_argument("--converged-calls", type=float, default=5.0,
+                   help="converged below this many reference calls per 1000 requests (default: %(default)s)")
+    p.set_defaults(run=_learn_report)
+
+
+def _learn_report(args) -> int:
+    from pathlib import Path
+
+    from mtp_driver.learn.report import format_summary, learning_summary, write_plots
+
+    if not (Path(args.run_dir) / "journal.jsonl").exists():
+        raise ValueError(f"{args.run_dir} has no journal.jsonl: not the run directory of `mtp-driver learn`")
+    print(format_summary(learning_summary(args.run_dir, args.window, args.converged_calls)))
+    if args.plot:
+        write_plots(args.run_dir, args.plot)
+        print(f"{args.plot}: plots")
+    return 0
 
 
 def _add_train(commands) -> None:

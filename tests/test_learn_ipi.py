@@ -48,6 +48,16 @@ def test_demo_learns_md_from_an_untrained_potential(tmp_path):
         assert version == max(v for s, v in swaps if s <= step + 1)
     for output in ("training.cfg", "training.extxyz", "learning/final.mtp", "learning/journal.jsonl"):
         assert (tmp_path / output).stat().st_size > 0
+    # the run's report: counts that match the journal, and the plots
+    import subprocess
+    import sys
+
+    report = subprocess.run([sys.executable, "-m", "mtp_driver.cli", "learn-report", str(tmp_path / "learning"),
+                             "--plot", str(tmp_path / "learning.png"), "--window", "200"],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert f"{steps + 1} requests from 1 walker(s), {summary['reference_calls']} reference calls" in report.stdout
+    assert "converged" in report.stdout and (tmp_path / "learning.png").stat().st_size > 10_000
 
 
 def test_learning_relaxation_through_ase_socketio(tmp_path):

@@ -90,6 +90,8 @@ class Learner:
         self.snapshot: tuple | None = None  # (version, calculator settings) of the model answering now
         self.lock = threading.RLock()  # learning and swapping: one walker at a time
         self.walker = threading.local()  # each walker thread its own calculator (ASE calculators keep state)
+        # every request's grade, buffered: a diagnostic trace, not needed to resume
+        self.trace = open(self.run_dir / "grades.jsonl", "a", encoding="utf-8")
         self.journal.log("start", step=self.step, references=len(self.keys), model_versions=self.version)
         pending = list(self.journal.pending().values())
         if pending:  # selected before a kill: make those calls now
@@ -123,6 +125,9 @@ class Learner:
                     self.candidates.append(atoms)
         elif evaluation["grade"] > self.settings.threshold_save:
             self.candidates.append(atoms)
+        self.trace.write(json.dumps(dict(step=self.step, walker=threading.current_thread().name, held=held > 0,
+                                         grade=_finite_or_none(evaluation["grade"]), version=evaluation["version"]))
+                         + "\n")
         # the grade of the model that answered (after learning, if it held); the journal has the one before
         extras = {"model_version": f"learner:{evaluation['version']}",
                   "mtp_grade": _finite_or_none(evaluation["grade"]), "held_seconds": held,
@@ -143,6 +148,7 @@ class Learner:
             self._swap_in(fitted, "final refit")
             write_mtp(fitted, self.run_dir / "final.mtp")
         self.journal.log("stop", step=self.step, summary=self.summary())
+        self.trace.close()
 
     def summary(self) -> dict:
         held = self.held_seconds
@@ -214,10 +220,13 @@ class Learner:
                          None)
         held = time.perf_counter() - started
         self.held_seconds.append(held)
-        self.journal.log("resume", step=self.step, held_seconds=held, version=self.version,
-                         energy_old_model=before["energy"], energy_new_model=after["energy"],
+        old_force_rmse = None if reference is None or before["forces"] is None else \
+            float(np.sqrt(np.mean((before["forces"] - reference.get_forces()) ** 2)))
+        self.journal.log("resume", step=self.step, held_seconds=held, version=self.version, atoms=len(atoms),
+                         grade_before=_finite_or_none(before["grade"]), energy_old_model=before["energy"],
+                         energy_new_model=after["energy"],
                          energy_reference=None if reference is None else reference.get_potential_energy(),
-                         grade_after=_finite_or_none(after["grade"]))
+                         force_rmse_old_model=old_force_rmse, grade_after=_finite_or_none(after["grade"]))
         if self.settings.answer_with == "reference" and reference is not None:
             virial = (-reference.get_stress(voigt=False) * reference.get_volume() if reference.pbc.all()
                       else np.zeros((3, 3)))
