@@ -169,6 +169,8 @@ def _add_learn(commands) -> None:
     p.add_argument("--species", required=True, help="chemical symbols of the potential's types, e.g. Cu,Ag")
     p.add_argument("--run-dir", required=True, help="journal, reference results and model versions go here")
     p.add_argument("--template", required=True, metavar="FILE", help="ASE-readable structure: species and order of the atoms")
+    p.add_argument("--training", metavar="TRAIN.cfg",
+                   help="labelled structures the potential was trained on: its active set, and kept in every refit")
     add_endpoint_arguments(p)
     reference = p.add_mutually_exclusive_group()
     reference.add_argument("--reference", metavar="MODULE:CLASS", help="ASE calculator class (default: EMT)")
@@ -179,12 +181,14 @@ def _add_learn(commands) -> None:
     for name, kind in (("threshold_save", float), ("threshold_break", float), ("max_selected", int),
                        ("workers", int), ("retries", int), ("failure_budget", int), ("cooldown_steps", int),
                        ("max_calls_per_hour", float), ("refit_iterations", int), ("seed", int),
-                       ("close_contact_factor", float)):
+                       ("close_contact_factor", float), ("audit_every", int)):
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name),
                        help="(default: %(default)s)")
     p.add_argument("--grade-mode", choices=GRADE_MODES, default=defaults.grade_mode, help="(default: %(default)s)")
     p.add_argument("--answer-with", choices=ANSWERS, default=defaults.answer_with,
                    help="answer a held request with the new model or the reference result (default: %(default)s)")
+    p.add_argument("--observe", action="store_true",
+                   help="never call the reference: grade every request and count what the thresholds would trigger")
     p.add_argument("--connect-timeout", type=float, default=60.0, metavar="S")
     p.set_defaults(run=_learn)
 
@@ -192,6 +196,7 @@ def _add_learn(commands) -> None:
 def _learn(args) -> int:
     import dataclasses
 
+    from mtp_driver.fit.dataset import read_training_structures
     from mtp_driver.ipi import DriverError, make_driver, run
     from mtp_driver.ipi.options import endpoint_from_args
     from mtp_driver.learn.learner import Learner
@@ -202,7 +207,8 @@ def _learn(args) -> int:
     names = {field.name for field in dataclasses.fields(LearnSettings)} - {"species", "reference"}
     settings = LearnSettings(species=tuple(_species_list(args.species)), reference=reference,
                              **{name: getattr(args, name) for name in names})
-    learner = Learner(args.potential, args.run_dir, settings)
+    training = read_training_structures(args.training, settings.species) if args.training else ()
+    learner = Learner(args.potential, args.run_dir, settings, training=training)
     try:
         driver = make_driver(learner, args.template)
     except DriverError as exc:
@@ -224,20 +230,29 @@ def _add_learn_report(commands) -> None:
     p.add_argument("--window", type=int, default=1000, help="requests judged for convergence (default: %(default)s)")
     p.add_argument("--converged-calls", type=float, default=5.0,
                    help="converged below this many reference calls per 1000 requests (default: %(default)s)")
+    p.add_argument("--target-force-rmse", type=float, default=0.05, metavar="EV_PER_A",
+                   help="suggest the threshold that keeps the model's force error below this (default: %(default)s)")
+    p.add_argument("--calibration-plot", metavar="CALIBRATION.png", help="grade vs actual force error")
     p.set_defaults(run=_learn_report)
 
 
 def _learn_report(args) -> int:
     from pathlib import Path
 
-    from mtp_driver.learn.report import format_summary, learning_summary, write_plots
+    from mtp_driver.learn.report import (calibration_pairs, format_calibration, format_summary, learning_summary,
+                                         write_calibration_plot, write_plots)
 
     if not (Path(args.run_dir) / "journal.jsonl").exists():
         raise ValueError(f"{args.run_dir} has no journal.jsonl: not the run directory of `mtp-driver learn`")
     print(format_summary(learning_summary(args.run_dir, args.window, args.converged_calls)))
+    pairs = calibration_pairs(args.run_dir)
+    print(format_calibration(pairs, args.target_force_rmse))
     if args.plot:
         write_plots(args.run_dir, args.plot)
         print(f"{args.plot}: plots")
+    if args.calibration_plot:
+        write_calibration_plot(pairs, args.target_force_rmse, args.calibration_plot)
+        print(f"{args.calibration_plot}: grade vs force error")
     return 0
 
 

@@ -78,3 +78,88 @@ def test_answer_with_the_reference_result(tmp_path):
     atoms.calc = EMT()
     assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-12)
     np.testing.assert_allclose(forces, atoms.get_forces(), atol=1e-12)
+
+
+def trained_start(tmp_path):
+    """A level-8 potential fitted to a few EMT structures, and those structures: a fixed point of
+    the learner's linear refit, so a learner given both starts from exactly this model."""
+    from mtp_driver.fit import TrainOptions, train
+    from mtp_driver.learn.reference import Reference
+
+    training = [Reference().compute(rattled(seed, scale=0.05)) for seed in range(6)]
+    fitted = train(untrained(), training, species=["Cu"], options=TrainOptions(max_iter=30), progress=False).mtp
+    return train(fitted, training, species=["Cu"], options=TrainOptions(max_iter=0), progress=False).mtp, training
+
+
+def unlike_the_training_data(kind, seed):
+    """Structures of different families: learning one does not make another interpolative."""
+    if kind == "expanded":
+        atoms = rattled(seed, scale=0.05)
+        atoms.set_cell(atoms.cell * 1.06, scale_atoms=True)
+    elif kind == "compressed":
+        atoms = rattled(seed, scale=0.05)
+        atoms.set_cell(atoms.cell * 0.95, scale_atoms=True)
+    elif kind == "bcc":
+        atoms = bulk("Cu", "bcc", a=2.88, cubic=True).repeat((2, 2, 4))
+    elif kind == "surface":
+        atoms = rattled(seed, scale=0.05)
+        atoms.cell[2] *= 2.0
+    else:
+        atoms = bulk("Cu", "sc", a=2.2).repeat(3)
+    atoms.rattle(0.02, seed=seed)
+    return atoms
+
+
+def test_observe_mode_calls_nothing_and_counts_what_a_real_run_calls(tmp_path):
+    mtp, training = trained_start(tmp_path)
+    # deterministic requests: copies near the training data between structures of other families
+    families = ("expanded", "bcc", "surface", "compressed", "simple cubic")
+    requests = [rattled(100 + k, scale=0.05) if k % 2 else unlike_the_training_data(families[k // 2], k)
+                for k in range(10)]
+    counts = {}
+    for mode in ("observe", "learn"):
+        settings = LearnSettings(refit_iterations=0, cooldown_steps=2, observe=mode == "observe")
+        learner = Learner(mtp, tmp_path / mode, settings, training=training)
+        for atoms in requests:
+            ask(learner, atoms)
+        learner.close(final_refit=False)
+        counts[mode] = (learner.summary(), reference_calls(learner))
+    observe, real = counts["observe"], counts["learn"]
+    assert observe[1] == 0 and observe[0]["retrainings"] == 0
+    assert observe[0]["would_hold"] == real[0]["retrainings"] == len(families)
+
+
+def test_audit_calls_feed_the_calibration(tmp_path):
+    from mtp_driver.learn.report import calibration, calibration_pairs
+
+    mtp, training = trained_start(tmp_path)
+    learner = Learner(mtp, tmp_path, LearnSettings(refit_iterations=0, audit_every=3), training=training)
+    for k in range(9):
+        ask(learner, rattled(200 + k, scale=0.05))
+    learner.close(final_refit=False)
+    audits = [event for event in learner.journal.events() if event["event"] == "audit"]
+    assert len(audits) == 3 and all(event["grade"] <= 2.0 for event in audits)
+    pairs = calibration_pairs(tmp_path)
+    assert len(pairs) == 3 and all(error < 0.2 for _, error in pairs)
+    table, suggested = calibration(pairs, target_force_rmse=1.0)
+    assert sum(row["count"] for row in table) == 3 and suggested == max(grade for grade, _ in pairs)
+    assert calibration(pairs, target_force_rmse=1e-9)[1] is None
+
+
+def test_refits_keep_the_initial_training_set(tmp_path):
+    """The background refit (its own process) sees the structures the run started from."""
+    import json
+
+    from mtp_driver.io.mtp_file import read_mtp, write_mtp
+    from mtp_driver.learn.refit import refit
+
+    mtp, training = trained_start(tmp_path)
+    learner = Learner(mtp, tmp_path / "run", LearnSettings(refit_iterations=0), training=training)
+    learner.close(final_refit=False)
+    restarted = Learner(mtp, tmp_path / "run", LearnSettings(refit_iterations=0))
+    assert len(restarted.training) == len(training)
+    np.testing.assert_array_equal(restarted.training[0].get_forces(), training[0].get_forces())
+    write_mtp(mtp, tmp_path / "start.mtp")
+    (tmp_path / "keys.json").write_text(json.dumps([]))
+    refit(tmp_path / "run", tmp_path / "start.mtp", tmp_path / "keys.json", tmp_path / "out.mtp", 3, 0, ["Cu"])
+    assert read_mtp(tmp_path / "out.mtp").is_trained

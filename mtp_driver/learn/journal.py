@@ -6,6 +6,7 @@ Layout of a run directory:
     pending/KEY.json     a structure selected for a reference call, written before the call starts
     references/KEY.json  a finished reference result, written (fsync, atomic rename) before it is used
     quarantine/KEY.json  a structure whose reference calls failed, with the reasons
+    initial_training.json  the labelled structures the run started from, if any
 
 KEY is a hash of the species, positions, cell, periodicity and the reference settings, so a
 restart never repeats a finished call, and pending calls of a killed run are made on restart.
@@ -109,6 +110,15 @@ class Journal:
         self._write("quarantine", key, atoms_to_dict(atoms) | dict(reasons=reasons))
         self.log("quarantined", key=key, reasons=reasons)
         (self.run_dir / "pending" / f"{key}.json").unlink(missing_ok=True)
+
+    def store_initial_training(self, images) -> None:
+        """The labelled structures the run starts from (not reference calls of this run)."""
+        with atomic_write(self.run_dir / "initial_training.json") as stream:
+            json.dump([atoms_to_dict(atoms) for atoms in images], stream, default=_plain)
+
+    def initial_training(self) -> list[Atoms]:
+        path = self.run_dir / "initial_training.json"
+        return [atoms_from_dict(data) for data in json.loads(path.read_text(encoding="utf-8"))] if path.exists() else []
 
     def completed(self) -> dict[str, Atoms]:
         """Every finished reference result, by key, in the order they finished."""

@@ -76,7 +76,9 @@ class Learner:
         self.calls = ReferenceCalls(self.settings.reference, self.journal, self.settings.workers,
                                     self.settings.retries, self.settings.failure_budget)
         self.initial = potential if isinstance(potential, MTP) else read_mtp(potential)
-        self.training = list(training) + list(self.journal.completed().values())
+        if training:  # the refit process reads them from here
+            self.journal.store_initial_training(training)
+        self.training = self.journal.initial_training() + list(self.journal.completed().values())
         self.keys = list(self.journal.completed())
         self.candidates: list[Atoms] = []
         self.step = 0
@@ -84,6 +86,8 @@ class Learner:
         self.call_times: deque[float] = deque()
         self.held_seconds: list[float] = []
         self.refit: dict | None = None
+        self.would_hold = 0  # observe mode
+        self.would_save = 0
         self.version = len(list(self.models_dir.glob("model_*.mtp")))
         self.mtp: MTP | None = None
         self.active_set = None
@@ -115,7 +119,9 @@ class Learner:
                 self.lock.release()
         evaluation = self._evaluate(atoms)
         held = 0.0
-        if evaluation["grade"] > self.settings.threshold_break:
+        if self.settings.observe:
+            self._observe(evaluation["grade"])
+        elif evaluation["grade"] > self.settings.threshold_break:
             with self.lock:
                 if evaluation["version"] != self.version:  # another walker learnt meanwhile: grade again
                     evaluation = self._evaluate(atoms)
@@ -125,6 +131,9 @@ class Learner:
                     self.candidates.append(atoms)
         elif evaluation["grade"] > self.settings.threshold_save:
             self.candidates.append(atoms)
+        elif self.settings.audit_every and self.step % self.settings.audit_every == 0:
+            with self.lock:
+                self._audit(atoms, evaluation)
         self.trace.write(json.dumps(dict(step=self.step, walker=threading.current_thread().name, held=held > 0,
                                          grade=_finite_or_none(evaluation["grade"]), version=evaluation["version"]))
                          + "\n")
@@ -142,7 +151,7 @@ class Learner:
             self.refit["process"].wait()
             self.refit = None
         self.calls.close()
-        if final_refit and self.mtp is not None and self.settings.refit_iterations > 0:
+        if final_refit and self.mtp is not None and self.settings.refit_iterations > 0 and not self.settings.observe:
             options = TrainOptions(max_iter=self.settings.refit_iterations, seed=self.settings.seed)
             fitted = train(self.mtp, self.training, species=self.species, options=options, progress=False).mtp
             self._swap_in(fitted, "final refit")
@@ -154,7 +163,8 @@ class Learner:
         held = self.held_seconds
         return dict(steps=self.step, reference_calls=len(self.keys), model_version=self.version,
                     retrainings=len(held), held_median_s=statistics.median(held) if held else 0.0,
-                    held_max_s=max(held) if held else 0.0, quarantined=len(self.journal.quarantined()))
+                    held_max_s=max(held) if held else 0.0, quarantined=len(self.journal.quarantined()),
+                    would_hold=self.would_hold, would_save=self.would_save)
 
     # ------------------------------------------------------------------ one request
 
@@ -194,6 +204,26 @@ class Learner:
             shortest = float(np.sqrt((vectors**2).sum(axis=1)).min())
             raise UnphysicalStructure(f"request {self.step}: two atoms are {shortest:.3f} Å apart, closer than "
                                       f"{limit:.3f} Å; the simulation has left physical space, no reference call was made")
+
+    def _observe(self, grade: float) -> None:
+        """Observe mode: count what the thresholds would trigger (the cool-down applied), call nothing."""
+        if grade > self.settings.threshold_break and self.step - self.last_retraining >= self.settings.cooldown_steps:
+            self.would_hold += 1
+            self.last_retraining = self.step
+            self.journal.log("would_hold", step=self.step, grade=_finite_or_none(grade))
+        elif grade > self.settings.threshold_save:
+            self.would_save += 1
+
+    def _audit(self, atoms: Atoms, evaluation: dict) -> None:
+        """A reference call on a request the model answers anyway: the real error at a low grade."""
+        results = self.calls.compute([atoms], step=self.step, reason="audit")
+        self.call_times.append(time.time())
+        self._add_references(results)
+        if results:
+            reference = results[0][1]
+            error = float(np.sqrt(np.mean((evaluation["forces"] - reference.get_forces()) ** 2)))
+            self.journal.log("audit", step=self.step, grade=_finite_or_none(evaluation["grade"]),
+                             force_rmse_model=error, atoms=len(atoms))
 
     def _may_retrain(self) -> bool:
         now = time.time()
@@ -254,6 +284,11 @@ class Learner:
         """Cheap update: the linear coefficients on all reference data (the first time: a short fit of
         all parameters), then the active set; the model is swapped in at once."""
         start = self.mtp or self._latest_model() or self.initial
+        if self.settings.observe:  # the potential as given: only its active set is built
+            if not start.is_trained:
+                raise ValueError("observe mode grades with a trained potential: give one, with its training set")
+            self._swap_in(start, reason)
+            return
         iterations = 0 if start.is_trained else FIRST_FIT_ITERATIONS
         options = TrainOptions(max_iter=iterations, seed=self.settings.seed)
         fitted = train(start, self.training, species=self.species, options=options, progress=False).mtp

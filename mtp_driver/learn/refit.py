@@ -20,8 +20,9 @@ from .journal import Journal
 
 def refit(run_dir: Path, start: Path, keys_file: Path, output: Path, iterations: int, seed: int,
           species: list[str]) -> None:
-    completed = Journal(run_dir).completed()
-    images = [completed[key] for key in json.loads(keys_file.read_text())]
+    journal = Journal(run_dir)
+    completed = journal.completed()
+    images = journal.initial_training() + [completed[key] for key in json.loads(keys_file.read_text())]
     parent = os.getppid()
 
     def stop_if_orphaned(_):  # a learner killed with -9 cannot stop its refit: the refit notices

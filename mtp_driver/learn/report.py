@@ -54,6 +54,50 @@ def learning_summary(run_dir: str | os.PathLike, window: int = 1000, converged_c
     )
 
 
+GRADE_BINS = (0.0, 1.0, 2.0, 5.0, 10.0, 100.0, float("inf"))
+
+
+def calibration_pairs(run_dir: str | os.PathLike) -> list[tuple[float, float]]:
+    """(grade, force RMSE of the model against the reference in eV/Å) at every reference call that
+    has both: held structures (grade before learning) and audit calls."""
+    pairs = []
+    for event in Journal(run_dir).events():
+        if event["event"] == "resume" and event.get("force_rmse_old_model") is not None and event.get("grade_before"):
+            pairs.append((event["grade_before"], event["force_rmse_old_model"]))
+        elif event["event"] == "audit" and event.get("grade") is not None:
+            pairs.append((event["grade"], event["force_rmse_model"]))
+    return sorted(pairs)
+
+
+def calibration(pairs: list[tuple[float, float]], target_force_rmse: float) -> tuple[list[dict], float | None]:
+    """Per grade bin: count, median and largest force error; and the suggested threshold, the largest
+    grade up to which every observed error stays within the target (None if the first already does not)."""
+    table = []
+    for low, high in zip(GRADE_BINS[:-1], GRADE_BINS[1:]):
+        errors = [error for grade, error in pairs if low < grade <= high]
+        if errors:
+            table.append(dict(grades=f"{low:g}-{high:g}", count=len(errors), median=statistics.median(errors),
+                              largest=max(errors)))
+    suggested = None
+    for grade, error in pairs:  # sorted by grade
+        if error > target_force_rmse:
+            break
+        suggested = grade
+    return table, suggested
+
+
+def format_calibration(pairs: list[tuple[float, float]], target_force_rmse: float) -> str:
+    table, suggested = calibration(pairs, target_force_rmse)
+    if not table:
+        return "calibration: no reference call with a model error yet (held structures or --audit-every calls)"
+    lines = [f"calibration from {len(pairs)} reference calls: force RMSE of the model (eV/Å) by grade",
+             f"{'grade':>12} {'calls':>6} {'median':>9} {'largest':>9}"]
+    lines += [f"{row['grades']:>12} {row['count']:>6} {row['median']:>9.4f} {row['largest']:>9.4f}" for row in table]
+    lines.append(f"suggested threshold for a force RMSE of at most {target_force_rmse} eV/Å: "
+                 + (f"{suggested:.2f}" if suggested is not None else "none (errors exceed it at every observed grade)"))
+    return "\n".join(lines)
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"{summary['requests']} requests from {summary['walkers']} walker(s), {summary['reference_calls']} "
              f"reference calls ({summary['quarantined']} quarantined), {summary['retrainings']} retrainings, "
@@ -99,6 +143,23 @@ def write_plots(run_dir: str | os.PathLike, path: str | os.PathLike) -> None:
     axes[1, 0].set(xlabel="request", ylabel="force RMSE (eV/Å)", title="model error on the held structure")
     axes[1, 1].plot([event["step"] for event in resumes], [event["held_seconds"] for event in resumes], "o")
     axes[1, 1].set(xlabel="request", ylabel="seconds", title="time the engine was held")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_calibration_plot(pairs: list[tuple[float, float]], target_force_rmse: float, path: str | os.PathLike) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    if pairs:
+        axis.loglog(*zip(*pairs), "o")
+    axis.axhline(target_force_rmse, color="r", ls="--", label=f"target {target_force_rmse} eV/Å")
+    axis.set(xlabel="extrapolation grade", ylabel="force RMSE of the model (eV/Å)", title="grade vs actual error")
+    axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

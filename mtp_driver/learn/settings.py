@@ -37,6 +37,8 @@ class LearnSettings:
     failure_budget: int = 10
     workers: int = 1  # parallel reference calls
     refit_iterations: int = 300  # L-BFGS iterations of the background refit of all parameters
+    observe: bool = False  # never call the reference: grade, count what the thresholds would trigger
+    audit_every: int = 0  # a reference call on a non-extrapolative request every this many (0: none)
     seed: int = 0
 
     def __post_init__(self):
@@ -46,8 +48,8 @@ class LearnSettings:
             raise ValueError(f"grade_mode must be one of {GRADE_MODES}")
         if self.answer_with not in ANSWERS:
             raise ValueError(f"answer_with must be one of {ANSWERS}")
-        if self.max_selected < 1 or self.retries < 0 or self.workers < 1:
-            raise ValueError("max_selected and workers must be >= 1, retries >= 0")
+        if self.max_selected < 1 or self.retries < 0 or self.workers < 1 or self.audit_every < 0:
+            raise ValueError("max_selected and workers must be >= 1, retries and audit_every >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
