@@ -30,3 +30,10 @@ def test_pimd_eight_beads_two_drivers_one_learner(tmp_path):
     assert result["ipi_exit"] == 0 and result["computed_twice"] == 0
     assert sum(result["requests_per_driver"]) == 8 * 11 and min(result["requests_per_driver"]) > 0
     assert result["reference_calls"] > 0
+
+
+def test_neb_vacancy_hop_learned_on_the_fly(tmp_path):
+    result = run_example("learn_neb_vacancy.py", "--images", 3, "--refit-iterations", 60, "--run-dir", tmp_path)
+    assert result["converged"]
+    assert result["barrier_learned"] == pytest.approx(result["barrier_emt"], abs=0.03)  # eV
+    assert 0 < result["reference_calls"] < result["requests"] / 10

@@ -12,7 +12,7 @@ _EXPORTS = {
         "make_driver", "run", "socket_calculator", "start_driver_process",
     ],
     "evaluate": ["DriverError", "Evaluator", "read_template"],
-    "potential": ["ASECalculatorPotential", "Potential", "ZeroPotential"],
+    "potential": ["ASECalculatorPotential", "Potential", "PotentialCalculator", "ZeroPotential"],
     "protocol": ["DEFAULT_UNIX_PREFIX", "Endpoint"],
     "server": ["IPIProcess", "configure_input"],
     "sources": ["PotentialSpec", "parse_species"],

@@ -9,7 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import BaseCalculator
+from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 GRADE_RESULT = "extrapolation_grade"
 
@@ -78,3 +79,27 @@ class ZeroPotential:
             "model_version": "zero",
             "mtp_grade": None,
         }
+
+
+class PotentialCalculator(Calculator):
+    """An ASE calculator over any `Potential`: the reverse of `ASECalculatorPotential`, for using a
+    potential (e.g. the on-the-fly learner) in-process from ASE's optimisers, MD and NEB.
+
+    Results: energy/free_energy (eV), forces (eV/Å) and, for cells periodic in all directions,
+    stress (eV/Å³, ASE sign); the potential's extras of the last call are in `self.extras`."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, potential: Potential, **kwargs):
+        super().__init__(**kwargs)
+        self.potential = potential
+        self.extras: dict[str, Any] = {}
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        energy, forces, virial, self.extras = self.potential.compute(
+            atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+        self.results = dict(energy=energy, free_energy=energy, forces=np.asarray(forces))
+        if atoms.pbc.all():
+            self.results["stress"] = -full_3x3_to_voigt_6_stress(np.asarray(virial)) / atoms.get_volume()

@@ -146,18 +146,27 @@ class Learner:
     def close(self, final_refit: bool = True) -> None:
         """Stop a running refit and the reference workers; with `final_refit`, fit all parameters to
         all reference data now (the last model of the run) and write it as `final.mtp`."""
+        self._stop_refit()
+        self.calls.close()
+        if final_refit and self.mtp is not None and self.settings.refit_iterations > 0 and not self.settings.observe:
+            self.refit_now("final refit")
+            write_mtp(self.mtp, self.run_dir / "final.mtp")
+        self.journal.log("stop", step=self.step, summary=self.summary())
+        self.trace.close()
+
+    def refit_now(self, reason: str = "refit requested") -> None:
+        """Fit all parameters to all reference data now and swap the result in (blocking)."""
+        with self.lock:
+            self._stop_refit()
+            options = TrainOptions(max_iter=max(self.settings.refit_iterations, 1), seed=self.settings.seed)
+            fitted = train(self.mtp, self.training, species=self.species, options=options, progress=False).mtp
+            self._swap_in(fitted, reason)
+
+    def _stop_refit(self) -> None:
         if self.refit is not None:
             self.refit["process"].kill()
             self.refit["process"].wait()
             self.refit = None
-        self.calls.close()
-        if final_refit and self.mtp is not None and self.settings.refit_iterations > 0 and not self.settings.observe:
-            options = TrainOptions(max_iter=self.settings.refit_iterations, seed=self.settings.seed)
-            fitted = train(self.mtp, self.training, species=self.species, options=options, progress=False).mtp
-            self._swap_in(fitted, "final refit")
-            write_mtp(fitted, self.run_dir / "final.mtp")
-        self.journal.log("stop", step=self.step, summary=self.summary())
-        self.trace.close()
 
     def summary(self) -> dict:
         held = self.held_seconds
