@@ -114,51 +114,95 @@ def monomial_contractions(weight, weight_deriv, mono, degree, d_mono, d_lower, d
     return radial_part, degree_part, gx, gy, gz
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def site_scratch(layout, n_radial, n_rb, max_neighbors):
+    """Per-thread work arrays of the site kernels (allocated once per block of atoms)."""
+    n_mono = layout.monomial_parent.shape[0]
+    return (np.empty(layout.moments_count), np.empty(layout.moments_count),  # moments, adjoint
+            np.empty((n_radial, n_mono)),  # basic moments, then their adjoints, as [mu, monomial]
+            np.empty((max_neighbors, n_radial)), np.empty((max_neighbors, n_radial)),  # f_mu, f'_mu
+            np.empty((max_neighbors, n_mono)), np.empty(max_neighbors), np.empty((max_neighbors, 3)),  # u^m, 1/r, u
+            np.empty((max_neighbors, n_rb)), np.empty(n_rb),  # Chebyshev values (kept per neighbour), derivatives
+            np.empty(n_mono), np.empty(n_mono))  # monomial weights of one pair
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def site_moments(ti, start, count, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs, layout,
+                 rb_values, rb_derivatives, radial, radial_deriv, monomials, units, inv_r, dense, moments):
+    """Forward pass of one site: neighbour features, basic moments (in `dense`) and all moments."""
+    n_radial = radial_coeffs.shape[2]
+    prefix = layout.prefix_length
+    dense[:, :] = 0.0
+    for jj in range(count):
+        inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist, scaling,
+                                       radial_coeffs, layout, rb_values[jj], rb_derivatives, radial[jj],
+                                       radial_deriv[jj], monomials[jj], units[jj])
+        if inv_r[jj] == 0.0:  # beyond the cutoff (Verlet skin): its monomials were not computed
+            continue
+        for mu in range(n_radial):
+            f = radial[jj, mu]
+            for m in range(prefix[mu]):
+                dense[mu, m] += f * monomials[jj, m]
+    for b in range(layout.basic_mu.shape[0]):
+        moments[b] = dense[layout.basic_mu[b], layout.basic_monomial[b]]
+    contract_moments(moments, layout)
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def basic_adjoints(adjoint, layout, dense):
+    """Adjoints of the basic moments into `dense` [mu, monomial]; prefix monomials that are no basic
+    moment of mu weigh nothing."""
+    dense[:, :] = 0.0
+    for b in range(layout.basic_mu.shape[0]):
+        dense[layout.basic_mu[b], layout.basic_monomial[b]] = adjoint[b]
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def pair_gradient(p, jj, dense, radial, radial_deriv, monomials, units, inv_r, layout, weight, weight_deriv,
+                  pair_gradients):
+    """pair_gradients[p] = dE_i/d(r_j - r_i) of neighbour jj from the basic-moment adjoints in `dense`."""
+    if inv_r[jj] == 0.0:
+        pair_gradients[p, 0] = 0.0
+        pair_gradients[p, 1] = 0.0
+        pair_gradients[p, 2] = 0.0
+        return
+    prefix = layout.prefix_length
+    weight[:] = 0.0
+    weight_deriv[:] = 0.0
+    for mu in range(radial.shape[1]):
+        f = radial[jj, mu]
+        fd = radial_deriv[jj, mu]
+        for m in range(prefix[mu]):
+            weight[m] += dense[mu, m] * f
+            weight_deriv[m] += dense[mu, m] * fd
+    # d/dd of f(r) u^abc = f'(r) u^abc u + f(r)/r (grad_u u^abc - (a+b+c) u^abc u)
+    radial_part, degree_part, gx, gy, gz = monomial_contractions(
+        weight, weight_deriv, monomials[jj], layout.monomial_degree, layout.derivative_monomial,
+        layout.derivative_lower, layout.derivative_power)
+    along = radial_part - inv_r[jj] * degree_part
+    pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
+    pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
+    pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
+
+
 @njit(cache=True, fastmath=False, parallel=True)
 def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
                                 radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
                                 site_energies, pair_gradients):
     """Fill site_energies (N,) in eV and pair_gradients (P, 3) = dE_i/d(r_j - r_i) in eV/Å."""
     n_atoms = types.shape[0]
-    n_radial = radial_coeffs.shape[2]
-    n_rb = radial_coeffs.shape[3]
-    n_basic = layout.basic_mu.shape[0]
-    n_mono = layout.monomial_parent.shape[0]
-    basic_mu, basic_mono, prefix = layout.basic_mu, layout.basic_monomial, layout.prefix_length
-    degree, mapping = layout.monomial_degree, layout.mapping
-    d_mono, d_lower, d_power = layout.derivative_monomial, layout.derivative_lower, layout.derivative_power
+    mapping = layout.mapping
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     for block in prange(n_blocks):
-        moments = np.empty(layout.moments_count)
-        adjoint = np.empty(layout.moments_count)
-        dense = np.empty((n_radial, n_mono))  # basic moments (then their adjoints) as [mu, monomial]
-        radial = np.empty((max_neighbors, n_radial))
-        radial_deriv = np.empty((max_neighbors, n_radial))
-        monomials = np.empty((max_neighbors, n_mono))
-        inv_r = np.empty(max_neighbors)
-        units = np.empty((max_neighbors, 3))
-        rb_values = np.empty(n_rb)
-        rb_derivatives = np.empty(n_rb)
-        weight = np.empty(n_mono)
-        weight_deriv = np.empty(n_mono)
+        (moments, adjoint, dense, radial, radial_deriv, monomials, inv_r, units, rb_values, rb_derivatives,
+         weight, weight_deriv) = site_scratch(layout, radial_coeffs.shape[2], radial_coeffs.shape[3], max_neighbors)
         for i in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK)):
             ti = types[i]
             start = offsets[i]
             count = offsets[i + 1] - start
-            dense[:, :] = 0.0
-            for jj in range(count):
-                inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist,
-                                               scaling, radial_coeffs, layout, rb_values, rb_derivatives,
-                                               radial[jj], radial_deriv[jj], monomials[jj], units[jj])
-                if inv_r[jj] == 0.0:  # beyond the cutoff (Verlet skin): its monomials were not computed
-                    continue
-                for mu in range(n_radial):
-                    f = radial[jj, mu]
-                    for m in range(prefix[mu]):
-                        dense[mu, m] += f * monomials[jj, m]
-            for b in range(n_basic):
-                moments[b] = dense[basic_mu[b], basic_mono[b]]
-            contract_moments(moments, layout)
+            site_moments(ti, start, count, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs,
+                         layout, rb_values, rb_derivatives, radial, radial_deriv, monomials, units, inv_r, dense,
+                         moments)
             energy = species_coeffs[ti]
             adjoint[:] = 0.0
             for s in range(mapping.shape[0]):
@@ -166,30 +210,10 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                 adjoint[mapping[s]] += moment_coeffs[s]
             site_energies[i] = energy
             backpropagate_contractions(moments, adjoint, layout)
-            for b in range(n_basic):
-                dense[basic_mu[b], basic_mono[b]] = adjoint[b]
+            basic_adjoints(adjoint, layout, dense)
             for jj in range(count):
-                p = start + jj
-                if inv_r[jj] == 0.0:
-                    pair_gradients[p, 0] = 0.0
-                    pair_gradients[p, 1] = 0.0
-                    pair_gradients[p, 2] = 0.0
-                    continue
-                weight[:] = 0.0
-                weight_deriv[:] = 0.0
-                for mu in range(n_radial):
-                    f = radial[jj, mu]
-                    fd = radial_deriv[jj, mu]
-                    for m in range(prefix[mu]):
-                        weight[m] += dense[mu, m] * f
-                        weight_deriv[m] += dense[mu, m] * fd
-                # d/dd of f(r) u^abc = f'(r) u^abc u + f(r)/r (grad_u u^abc - (a+b+c) u^abc u)
-                radial_part, degree_part, gx, gy, gz = monomial_contractions(
-                    weight, weight_deriv, monomials[jj], degree, d_mono, d_lower, d_power)
-                along = radial_part - inv_r[jj] * degree_part
-                pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
-                pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
-                pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
+                pair_gradient(start + jj, jj, dense, radial, radial_deriv, monomials, units, inv_r, layout, weight,
+                              weight_deriv, pair_gradients)
 
 
 @njit(cache=True, fastmath=False)

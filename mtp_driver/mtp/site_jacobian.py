@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import BLOCK, backpropagate_contractions, contract_moments, monomial_contractions, neighbour_features
+from .kernels import (BLOCK, backpropagate_contractions, basic_adjoints, pair_gradient, site_moments,
+                      site_scratch)
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -40,47 +41,22 @@ def site_energies_gradients_and_rows(types, offsets, neighbor_types, vectors, mi
     n_species = radial_coeffs.shape[0]
     n_radial = radial_coeffs.shape[2]
     n_rb = radial_coeffs.shape[3]
-    n_basic = layout.basic_mu.shape[0]
-    n_mono = layout.monomial_parent.shape[0]
-    basic_mu, basic_mono, prefix = layout.basic_mu, layout.basic_monomial, layout.prefix_length
-    degree, mapping = layout.monomial_degree, layout.mapping
-    d_mono, d_lower, d_power = layout.derivative_monomial, layout.derivative_lower, layout.derivative_power
+    prefix, mapping = layout.prefix_length, layout.mapping
     species_start = n_species * n_species * n_radial * n_rb
     moment_start = species_start + n_species
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     for block in prange(n_blocks):
-        moments = np.empty(layout.moments_count)
-        adjoint = np.empty(layout.moments_count)
-        dense = np.empty((n_radial, n_mono))  # basic moments, then their adjoints, as [mu, monomial]
-        radial = np.empty((max_neighbors, n_radial))
-        radial_deriv = np.empty((max_neighbors, n_radial))
-        monomials = np.empty((max_neighbors, n_mono))
-        inv_r = np.empty(max_neighbors)
-        units = np.empty((max_neighbors, 3))
-        rb_values = np.empty((max_neighbors, n_rb))  # kept per neighbour: the radial rows need them
-        rb_derivatives = np.empty(n_rb)
-        weight = np.empty(n_mono)
-        weight_deriv = np.empty(n_mono)
+        (moments, adjoint, dense, radial, radial_deriv, monomials, inv_r, units, rb_values, rb_derivatives,
+         weight, weight_deriv) = site_scratch(layout, n_radial, n_rb, max_neighbors)
         for i in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK)):
             ti = types[i]
             start = offsets[i]
             count = offsets[i + 1] - start
             row = site_rows[i]
             row[:] = 0.0
-            dense[:, :] = 0.0
-            for jj in range(count):
-                inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist,
-                                               scaling, radial_coeffs, layout, rb_values[jj], rb_derivatives,
-                                               radial[jj], radial_deriv[jj], monomials[jj], units[jj])
-                if inv_r[jj] == 0.0:  # beyond the cutoff: its monomials were not computed
-                    continue
-                for mu in range(n_radial):
-                    f = radial[jj, mu]
-                    for m in range(prefix[mu]):
-                        dense[mu, m] += f * monomials[jj, m]
-            for b in range(n_basic):
-                moments[b] = dense[basic_mu[b], basic_mono[b]]
-            contract_moments(moments, layout)
+            site_moments(ti, start, count, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs,
+                         layout, rb_values, rb_derivatives, radial, radial_deriv, monomials, units, inv_r, dense,
+                         moments)
             energy = species_coeffs[ti]
             row[species_start + ti] = 1.0
             adjoint[:] = 0.0
@@ -90,30 +66,15 @@ def site_energies_gradients_and_rows(types, offsets, neighbor_types, vectors, mi
                 adjoint[mapping[s]] += moment_coeffs[s]
             site_energies[i] = energy
             backpropagate_contractions(moments, adjoint, layout)
-            # prefix monomials that are no basic moment of mu must weigh nothing in the radial rows
-            dense[:, :] = 0.0
-            for b in range(n_basic):
-                dense[basic_mu[b], basic_mono[b]] = adjoint[b]
+            basic_adjoints(adjoint, layout, dense)
             for jj in range(count):
                 p = start + jj
+                pair_gradient(p, jj, dense, radial, radial_deriv, monomials, units, inv_r, layout, weight,
+                              weight_deriv, pair_gradients)
                 if inv_r[jj] == 0.0:
-                    pair_gradients[p, :] = 0.0
                     continue
                 pair_start = ((ti * n_species + neighbor_types[p]) * n_radial) * n_rb
-                weight[:] = 0.0
-                weight_deriv[:] = 0.0
                 for mu in range(n_radial):
-                    f = radial[jj, mu]
-                    fd = radial_deriv[jj, mu]
-                    for m in range(prefix[mu]):
-                        weight[m] += dense[mu, m] * f
-                        weight_deriv[m] += dense[mu, m] * fd
                     along_mu = prefix_dot(dense[mu], monomials[jj], prefix[mu])  # dV_i/df_mu(r_ij)
                     for beta in range(n_rb):
                         row[pair_start + mu * n_rb + beta] += along_mu * rb_values[jj, beta]
-                radial_part, degree_part, gx, gy, gz = monomial_contractions(
-                    weight, weight_deriv, monomials[jj], degree, d_mono, d_lower, d_power)
-                along = radial_part - inv_r[jj] * degree_part
-                pair_gradients[p, 0] = along * units[jj, 0] + gx * inv_r[jj]
-                pair_gradients[p, 1] = along * units[jj, 1] + gy * inv_r[jj]
-                pair_gradients[p, 2] = along * units[jj, 2] + gz * inv_r[jj]
