@@ -38,9 +38,3 @@ def test_neb_vacancy_hop_learned_on_the_fly(tmp_path):
     assert result["barrier_learned"] == pytest.approx(result["barrier_emt"], abs=0.03)  # eV
     assert 0 < result["reference_calls"] < result["requests"] / 10
 
-
-def test_md_with_a_quantum_mechanical_reference(tmp_path):
-    """GFN1-xTB (tblite) as the reference of a three-species MTP learned on the fly."""
-    result = run_example("learn_md_tblite.py", "--steps", 100, "--run-dir", tmp_path)
-    assert result["reference_calls"] > 0 and result["snapshots"] > 0 and result["quarantined"] == 0
-    assert result["force_rmse"] < 0.5 * result["force_scale"]
