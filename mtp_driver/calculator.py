@@ -20,6 +20,21 @@ class CloseContactError(ValueError):
     """Two atoms are closer than the potential can describe."""
 
 
+def check_close_contacts(neighbor_list, min_dist: float, close_contact_factor: float) -> None:
+    """Raise CloseContactError if a pair of `neighbor_list` is closer than close_contact_factor x min_dist (Å)."""
+    if not len(neighbor_list.centers):
+        return
+    distances = neighbor_list.distances()
+    p = int(np.argmin(distances))
+    limit = close_contact_factor * min_dist
+    if distances[p] < limit:
+        raise CloseContactError(
+            f"atoms {neighbor_list.centers[p]} and {neighbor_list.neighbors[p]} are {distances[p]:.4f} Å "
+            f"apart, closer than {close_contact_factor} x min_dist = {limit:.4f} Å of the potential: "
+            "the structure is unphysical for this potential (or lower close_contact_factor)"
+        )
+
+
 class MTPCalculator(Calculator):
     """Moment Tensor Potential as an ASE calculator.
 
@@ -112,7 +127,7 @@ class MTPCalculator(Calculator):
         pbc = atoms.pbc
         types = self.types_of(atoms)
         neighbor_list = build_neighbor_list(positions, cell, pbc, self.mtp.max_dist)
-        self._check_close_contacts(neighbor_list)
+        check_close_contacts(neighbor_list, self.mtp.min_dist, self.close_contact_factor)
         site_rows = None if self.active_set is None else np.empty((len(types), self.mtp.parameter_count))
         result = evaluate(self.mtp, types, neighbor_list, self.layout, site_rows)
         if site_rows is not None:
@@ -136,18 +151,6 @@ class MTPCalculator(Calculator):
         else:  # MLIP's configuration row: (dE/dtheta) / N
             self.results["extrapolation_grade"] = float(self.active_set.row_grades(site_rows.mean(axis=0))[0])
 
-    def _check_close_contacts(self, neighbor_list) -> None:
-        if not len(neighbor_list.centers):
-            return
-        distances = neighbor_list.distances()
-        p = int(np.argmin(distances))
-        limit = self.close_contact_factor * self.mtp.min_dist
-        if distances[p] < limit:
-            raise CloseContactError(
-                f"atoms {neighbor_list.centers[p]} and {neighbor_list.neighbors[p]} are {distances[p]:.4f} Å "
-                f"apart, closer than {self.close_contact_factor} x min_dist = {limit:.4f} Å of the potential: "
-                "the structure is unphysical for this potential (or lower close_contact_factor)"
-            )
 
 
 def predict(calculator: Calculator, images) -> list:

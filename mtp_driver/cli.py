@@ -156,6 +156,8 @@ def _serve(args) -> int:
 
 
 def _add_learn(commands) -> None:
+    import dataclasses
+
     from mtp_driver.ipi.options import add_endpoint_arguments, json_object
     from mtp_driver.learn.settings import ANSWERS, GRADE_MODES, LearnSettings
 
@@ -178,12 +180,11 @@ def _add_learn(commands) -> None:
                            help="external command run in a fresh directory: reads input.extxyz, writes output.extxyz")
     p.add_argument("--reference-kwargs", type=json_object, default={}, metavar="JSON")
     defaults = LearnSettings()
-    for name, kind in (("threshold_save", float), ("threshold_break", float), ("max_selected", int),
-                       ("workers", int), ("retries", int), ("failure_budget", int), ("cooldown_steps", int),
-                       ("max_calls_per_hour", float), ("refit_iterations", int), ("seed", int),
-                       ("close_contact_factor", float), ("audit_every", int)):
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name),
-                       help="(default: %(default)s)")
+    for name in (field.name for field in dataclasses.fields(LearnSettings)):
+        default = getattr(defaults, name)
+        if type(default) in (int, float):  # every numeric setting is an option of the same name
+            p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                           help="(default: %(default)s)")
     p.add_argument("--grade-mode", choices=GRADE_MODES, default=defaults.grade_mode, help="(default: %(default)s)")
     p.add_argument("--answer-with", choices=ANSWERS, default=defaults.answer_with,
                    help="answer a held request with the new model or the reference result (default: %(default)s)")

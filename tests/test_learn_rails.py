@@ -33,7 +33,7 @@ def test_close_contact_is_unphysical_and_costs_no_reference_call(tmp_path):
     learner = Learner(untrained(), tmp_path, LearnSettings(refit_iterations=0))
     atoms = rattled(0)
     atoms.positions[1] = atoms.positions[0] + [0.5, 0.0, 0.0]
-    with pytest.raises(UnphysicalStructure, match="0.500 Å apart"):
+    with pytest.raises(UnphysicalStructure, match="0.5000 Å apart"):
         ask(learner, atoms)  # nothing learnt yet
     ask(learner, rattled(1))
     with pytest.raises(UnphysicalStructure, match="left physical space"):

@@ -34,7 +34,7 @@ from ase import Atoms
 from mtp_driver.active.active_set import build_active_set
 from mtp_driver.active.rows import site_rows
 from mtp_driver.active.select import select_add
-from mtp_driver.calculator import CloseContactError, MTPCalculator
+from mtp_driver.calculator import CloseContactError, MTPCalculator, check_close_contacts
 from mtp_driver.fit import TrainOptions, train
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
 from mtp_driver.mtp.model import MTP
@@ -91,7 +91,7 @@ class Learner:
         self.version = len(list(self.models_dir.glob("model_*.mtp")))
         self.mtp: MTP | None = None
         self.active_set = None
-        self.snapshot: tuple | None = None  # (version, calculator settings) of the model answering now
+        self.snapshot: tuple | None = None  # (version, mtp, active set) of the model answering now
         self.lock = threading.RLock()  # learning and swapping: one walker at a time
         self.walker = threading.local()  # each walker thread its own calculator (ASE calculators keep state)
         # every request's grade, buffered: a diagnostic trace, not needed to resume
@@ -191,32 +191,26 @@ class Learner:
 
     def _evaluate(self, atoms: Atoms) -> dict:
         version, calculator = self._calculator()
-        if calculator is None:  # nothing learnt yet: everything extrapolates
-            self._check_distances(atoms, self.initial.min_dist)
-            return dict(grade=np.inf, energy=None, forces=None, virial=None, version=0)
-        atoms.calc = calculator
         try:
+            if calculator is None:  # nothing learnt yet: everything extrapolates
+                limit = self.settings.close_contact_factor * self.initial.min_dist
+                check_close_contacts(build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, limit),
+                                     self.initial.min_dist, self.settings.close_contact_factor)
+                return dict(grade=np.inf, energy=None, forces=None, virial=None, version=0)
+            atoms.calc = calculator
             energy = atoms.get_potential_energy()
         except CloseContactError as exc:
             raise UnphysicalStructure(f"request {self.step}: {exc}. The simulation has left physical "
                                       "space (time step or temperature too high?); no reference call was made") from exc
         forces = atoms.get_forces()
-        virial = -atoms.get_stress(voigt=False) * atoms.get_volume() if atoms.pbc.all() else np.zeros((3, 3))
+        virial = _virial(atoms)
         grade = float(calculator.results["extrapolation_grade"])
         atoms.calc = None
         return dict(grade=grade, energy=energy, forces=forces, virial=virial, version=version)
 
-    def _check_distances(self, atoms: Atoms, min_dist: float) -> None:
-        limit = self.settings.close_contact_factor * min_dist
-        vectors = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, limit).vectors
-        if len(vectors):
-            shortest = float(np.sqrt((vectors**2).sum(axis=1)).min())
-            raise UnphysicalStructure(f"request {self.step}: two atoms are {shortest:.3f} Å apart, closer than "
-                                      f"{limit:.3f} Å; the simulation has left physical space, no reference call was made")
-
     def _observe(self, grade: float) -> None:
         """Observe mode: count what the thresholds would trigger (the cool-down applied), call nothing."""
-        if grade > self.settings.threshold_break and self.step - self.last_retraining >= self.settings.cooldown_steps:
+        if grade > self.settings.threshold_break and self._cooled_down():
             self.would_hold += 1
             self.last_retraining = self.step
             self.journal.log("would_hold", step=self.step, grade=_finite_or_none(grade))
@@ -230,17 +224,18 @@ class Learner:
         self._add_references(results)
         if results:
             reference = results[0][1]
-            error = float(np.sqrt(np.mean((evaluation["forces"] - reference.get_forces()) ** 2)))
+            error = _force_rmse(evaluation["forces"], reference)
             self.journal.log("audit", step=self.step, grade=_finite_or_none(evaluation["grade"]),
                              force_rmse_model=error, atoms=len(atoms))
+
+    def _cooled_down(self) -> bool:
+        return self.step - self.last_retraining >= self.settings.cooldown_steps
 
     def _may_retrain(self) -> bool:
         now = time.time()
         while self.call_times and now - self.call_times[0] > 3600.0:
             self.call_times.popleft()
-        if self.step - self.last_retraining < self.settings.cooldown_steps:
-            return False
-        return len(self.call_times) < self.settings.max_calls_per_hour
+        return self._cooled_down() and len(self.call_times) < self.settings.max_calls_per_hour
 
     def _learn(self, atoms: Atoms, before: dict) -> tuple[dict, float]:
         """Hold this request: select, compute, refit, swap; the evaluation to answer with, and the time held."""
@@ -260,16 +255,15 @@ class Learner:
         held = time.perf_counter() - started
         self.held_seconds.append(held)
         old_force_rmse = None if reference is None or before["forces"] is None else \
-            float(np.sqrt(np.mean((before["forces"] - reference.get_forces()) ** 2)))
+            _force_rmse(before["forces"], reference)
         self.journal.log("resume", step=self.step, held_seconds=held, version=self.version, atoms=len(atoms),
                          grade_before=_finite_or_none(before["grade"]), energy_old_model=before["energy"],
                          energy_new_model=after["energy"],
                          energy_reference=None if reference is None else reference.get_potential_energy(),
                          force_rmse_old_model=old_force_rmse, grade_after=_finite_or_none(after["grade"]))
         if self.settings.answer_with == "reference" and reference is not None:
-            virial = (-reference.get_stress(voigt=False) * reference.get_volume() if reference.pbc.all()
-                      else np.zeros((3, 3)))
-            after = dict(after, energy=reference.get_potential_energy(), forces=reference.get_forces(), virial=virial)
+            after = dict(after, energy=reference.get_potential_energy(), forces=reference.get_forces(),
+                         virial=_virial(reference))
         return after, held
 
     def _selection(self, atoms: Atoms) -> list[Atoms]:
@@ -352,6 +346,15 @@ class Learner:
             self._swap_in(candidate.mtp, "refit")
         if len(self.keys) > refit["references"]:  # data it did not see: refit again
             self._start_refit()
+
+
+def _virial(atoms: Atoms) -> np.ndarray:
+    """-stress x volume (eV) of atoms with results; zero without full periodicity."""
+    return -atoms.get_stress(voigt=False) * atoms.get_volume() if atoms.pbc.all() else np.zeros((3, 3))
+
+
+def _force_rmse(forces: np.ndarray, reference: Atoms) -> float:
+    return float(np.sqrt(np.mean((forces - reference.get_forces()) ** 2)))
 
 
 def _finite_or_none(value):

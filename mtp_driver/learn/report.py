@@ -35,8 +35,11 @@ def learning_summary(run_dir: str | os.PathLike, window: int = 1000, converged_c
     trace = read_trace(run_dir)
     resumes = [event for event in events if event["event"] == "resume"]
     calls = [event for event in events if event["event"] == "reference"]
-    call_steps = [next((e["step"] for e in events if e["event"] == "selected" and e["key"] == call["key"]), None)
-                  for call in calls]
+    selected_at = {}  # key -> request of its first selection
+    for event in events:
+        if event["event"] == "selected":
+            selected_at.setdefault(event["key"], event.get("step"))
+    call_steps = [selected_at.get(call["key"]) for call in calls]
     steps = max([entry["step"] for entry in trace] + [event.get("step", 0) for event in events] + [0])
     recent = [step for step in call_steps if step is not None and step > steps - window]
     rate = 1000.0 * len(recent) / min(window, steps) if steps else 0.0

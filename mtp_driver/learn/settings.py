@@ -4,7 +4,7 @@ restart can say what changed."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtp_driver.io.atomic import atomic_write
@@ -53,16 +53,6 @@ class LearnSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LearnSettings":
-        known = {f.name for f in fields(cls)}
-        values = {key: value for key, value in data.items() if key in known}
-        if "reference" in values:
-            values["reference"] = Reference(**values["reference"])
-        if "species" in values:
-            values["species"] = tuple(values["species"])
-        return cls(**values)
 
 
 def settings_diff(old: dict, new: dict) -> list[str]:
