@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calc_errors(commands)
     _add_serve(commands)
     _add_learn(commands)
+    _add_learn_server(commands)
     _add_learn_report(commands)
     _add_train(commands)
     _add_report(commands)
@@ -155,25 +156,18 @@ def _serve(args) -> int:
     return run(driver, endpoint, connect_timeout=args.connect_timeout)
 
 
-def _add_learn(commands) -> None:
+def _add_learning_arguments(p) -> None:
+    """The starting potential, run directory, reference and settings of a learner (`learn`, `learn-server`)."""
     import dataclasses
 
-    from mtp_driver.ipi.options import add_endpoint_arguments, json_object
+    from mtp_driver.ipi.options import json_object
     from mtp_driver.learn.settings import ANSWERS, GRADE_MODES, LearnSettings
 
-    p = commands.add_parser(
-        "learn", help="serve a potential to i-PI or ASE and learn it on the fly from a reference calculator",
-        description="Like `serve`, but every request is graded; when the MTP extrapolates the request is held "
-        "while the reference computes D-optimally selected structures and the MTP is retrained. Everything "
-        "is journaled in RUN_DIR: run the same command again to resume after a crash.",
-    )
     p.add_argument("potential", metavar="POT.mtp", help="starting potential (untrained from `init`, or trained)")
     p.add_argument("--species", required=True, help="chemical symbols of the potential's types, e.g. Cu,Ag")
     p.add_argument("--run-dir", required=True, help="journal, reference results and model versions go here")
-    p.add_argument("--template", required=True, metavar="FILE", help="ASE-readable structure: species and order of the atoms")
     p.add_argument("--training", metavar="TRAIN.cfg",
                    help="labelled structures the potential was trained on: its active set, and kept in every refit")
-    add_endpoint_arguments(p)
     reference = p.add_mutually_exclusive_group()
     reference.add_argument("--reference", metavar="MODULE:CLASS", help="ASE calculator class (default: EMT)")
     reference.add_argument("--reference-command", metavar="CMD",
@@ -190,16 +184,12 @@ def _add_learn(commands) -> None:
                    help="answer a held request with the new model or the reference result (default: %(default)s)")
     p.add_argument("--observe", action="store_true",
                    help="never call the reference: grade every request and count what the thresholds would trigger")
-    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="S")
-    p.set_defaults(run=_learn)
 
 
-def _learn(args) -> int:
+def _learner_from_args(args):
     import dataclasses
 
     from mtp_driver.fit.dataset import read_training_structures
-    from mtp_driver.ipi import DriverError, make_driver, run
-    from mtp_driver.ipi.options import endpoint_from_args
     from mtp_driver.learn.learner import Learner
     from mtp_driver.learn.reference import Reference
     from mtp_driver.learn.settings import LearnSettings
@@ -209,7 +199,30 @@ def _learn(args) -> int:
     settings = LearnSettings(species=tuple(_species_list(args.species)), reference=reference,
                              **{name: getattr(args, name) for name in names})
     training = read_training_structures(args.training, settings.species) if args.training else ()
-    learner = Learner(args.potential, args.run_dir, settings, training=training)
+    return Learner(args.potential, args.run_dir, settings, training=training)
+
+
+def _add_learn(commands) -> None:
+    from mtp_driver.ipi.options import add_endpoint_arguments
+
+    p = commands.add_parser(
+        "learn", help="serve a potential to i-PI or ASE and learn it on the fly from a reference calculator",
+        description="Like `serve`, but every request is graded; when the MTP extrapolates the request is held "
+        "while the reference computes D-optimally selected structures and the MTP is retrained. Everything "
+        "is journaled in RUN_DIR: run the same command again to resume after a crash.",
+    )
+    _add_learning_arguments(p)
+    p.add_argument("--template", required=True, metavar="FILE", help="ASE-readable structure: species and order of the atoms")
+    add_endpoint_arguments(p)
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="S")
+    p.set_defaults(run=_learn)
+
+
+def _learn(args) -> int:
+    from mtp_driver.ipi import DriverError, make_driver, run
+    from mtp_driver.ipi.options import endpoint_from_args
+
+    learner = _learner_from_args(args)
     try:
         driver = make_driver(learner, args.template)
     except DriverError as exc:
@@ -222,6 +235,38 @@ def _learn(args) -> int:
     learner.close()
     print(json.dumps(learner.summary()))
     return code
+
+
+def _add_learn_server(commands) -> None:
+    p = commands.add_parser(
+        "learn-server", help="one learner for several driver processes (`serve --learner SOCKET`)",
+        description="Learn on the fly as `learn` does, for walkers that connect to a local UNIX socket: each "
+        "`mtp-driver serve --learner SOCKET` process (a PIMD bead driver, an independent MD run) is one walker. "
+        "Candidates of all walkers are pooled, no structure is computed twice, only a walker that extrapolates "
+        "waits. SIGINT/SIGTERM stop: requests being answered are finished, then the final refit is written.",
+    )
+    _add_learning_arguments(p)
+    p.add_argument("--socket", metavar="PATH",
+                   help="UNIX socket to listen at, mode 0600 (default: RUN_DIR/learner.sock)")
+    p.add_argument("--stop-when-walkers-leave", action="store_true",
+                   help="stop once every walker that connected has left (scripts, tests)")
+    p.set_defaults(run=_learn_server)
+
+
+def _learn_server(args) -> int:
+    import logging
+    from pathlib import Path
+
+    from mtp_driver.learn.server import LearnerServer, run
+
+    logging.basicConfig(level=logging.INFO, format="mtp-driver learn-server: %(message)s", stream=sys.stderr)
+    path = args.socket or Path(args.run_dir) / "learner.sock"
+    # listening first: a second server on the same run directory is refused before it touches the journal
+    with LearnerServer(path, stop_when_walkers_leave=args.stop_when_walkers_leave) as server:
+        learner = _learner_from_args(args)
+        run(server, learner)
+    print(json.dumps(learner.summary()))
+    return 0
 
 
 def _add_learn_report(commands) -> None:

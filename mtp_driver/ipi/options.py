@@ -27,6 +27,8 @@ def add_potential_arguments(parser: argparse.ArgumentParser) -> None:
         "--calculator", metavar="MODULE:CLASS",
         help="import path of an ASE calculator class or of a Potential class",
     )
+    source.add_argument("--learner", metavar="SOCKET", help="UNIX socket of a learner shared by several drivers "
+                        "(`mtp-driver learn-server`)")
     parser.add_argument("--species", help="chemical symbols of the MTP's types in order, e.g. Cu,Ag")
     parser.add_argument(
         "--calculator-kwargs", type=json_object, default={}, metavar="JSON",
@@ -55,8 +57,10 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from mtp_driver.ipi.sources import PotentialSpec, parse_species
+    from mtp_driver.ipi.sources import LEARNER_CLIENT, PotentialSpec, parse_species
 
+    if args.learner is not None:
+        return PotentialSpec(calculator=LEARNER_CLIENT, calculator_kwargs={"address": args.learner})
     return PotentialSpec(
         mtp=args.potential,
         species=parse_species(args.species),

@@ -16,6 +16,8 @@ from mtp_driver.plugins import construct
 # resolved by name at run time, like any user calculator: ipi/ imports nothing of the model
 MTP_CALCULATOR = "mtp_driver.calculator:MTPCalculator"
 EMT_CALCULATOR = "ase.calculators.emt:EMT"
+# a Potential forwarding to a learner server (`mtp-driver learn-server`): `serve --learner SOCKET`
+LEARNER_CLIENT = "mtp_driver.learn.client:LearnerClient"
 
 
 def file_version(path: str | Path) -> str:
