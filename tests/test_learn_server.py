@@ -90,7 +90,9 @@ def test_pimd_beads_on_two_driver_processes_share_one_learner_server(tmp_path):
     computed = Counter(event["key"] for event in Journal(run_dir).events() if event["event"] == "reference")
     assert computed and max(computed.values()) == 1 and summary["reference_calls"] == len(computed)
     assert summary["steps"] == sum(served)
-    walkers = {json.loads(line)["walker"] for line in (run_dir / "grades.jsonl").read_text().splitlines()}
+    trace = [json.loads(line) for line in (run_dir / "grades.jsonl").read_text().splitlines()]
+    assert sorted(entry["step"] for entry in trace) == list(range(1, sum(served) + 1))
+    walkers = {entry["walker"] for entry in trace}
     assert len(walkers) == 2 and all(name.startswith("walker ") for name in walkers)
 
 

@@ -81,7 +81,8 @@ class Learner:
         self.training = self.journal.initial_training() + list(self.journal.completed().values())
         self.keys = list(self.journal.completed())
         self.candidates: list[Atoms] = []
-        self.step = 0
+        self.step = 0  # requests so far (logs, cool-down)
+        self.step_lock = threading.Lock()
         self.last_retraining = -10**9
         self.call_times: deque[float] = deque()
         self.held_seconds: list[float] = []
@@ -110,7 +111,9 @@ class Learner:
 
         Safe to call from several walker threads (the drivers of PIMD beads or NEB images): only a
         walker that extrapolates waits for the learning lock; candidates of all walkers are pooled."""
-        self.step += 1  # one bytecode-level increment under the GIL; only logs and the cool-down use it
+        with self.step_lock:  # walkers in several threads: each request its own number
+            self.step += 1
+            step = self.step
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         if self.lock.acquire(blocking=False):  # a request boundary, unless another walker is learning
             try:
@@ -131,10 +134,10 @@ class Learner:
                     self.candidates.append(atoms)
         elif evaluation["grade"] > self.settings.threshold_save:
             self.candidates.append(atoms)
-        elif self.settings.audit_every and self.step % self.settings.audit_every == 0:
+        elif self.settings.audit_every and step % self.settings.audit_every == 0:
             with self.lock:
                 self._audit(atoms, evaluation)
-        self.trace.write(json.dumps(dict(step=self.step, walker=threading.current_thread().name, held=held > 0,
+        self.trace.write(json.dumps(dict(step=step, walker=threading.current_thread().name, held=held > 0,
                                          grade=_finite_or_none(evaluation["grade"]), version=evaluation["version"]))
                          + "\n")
         # the grade of the model that answered (after learning, if it held); the journal has the one before
