@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from mtp_driver.io.species import parse_species
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtp-driver", description=__doc__)
@@ -23,10 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calc_grade(commands)
     _add_select_add(commands)
     return parser
-
-
-def _species_list(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 def _add_demo(commands) -> None:
@@ -63,7 +61,7 @@ def _init(args) -> int:
     from mtp_driver.io.mtp_file import write_mtp
     from mtp_driver.mtp.basis import untrained_mtp
 
-    species = _species_list(args.species)
+    species = parse_species(args.species)
     mtp = untrained_mtp(args.level, len(species), args.min_dist, args.max_dist, args.radial_basis_size,
                         species=species)
     write_mtp(mtp, args.output)
@@ -84,7 +82,7 @@ def _add_calc_efs(commands) -> None:
 def _calculator_and_species(args):
     from mtp_driver.calculator import MTPCalculator
 
-    calculator = MTPCalculator(args.potential, species=_species_list(args.species))
+    calculator = MTPCalculator(args.potential, species=parse_species(args.species) or None)
     return calculator, calculator.species
 
 
@@ -196,7 +194,7 @@ def _learner_from_args(args):
 
     reference = Reference(calculator=args.reference, command=args.reference_command, kwargs=args.reference_kwargs)
     names = {field.name for field in dataclasses.fields(LearnSettings)} - {"species", "reference"}
-    settings = LearnSettings(species=tuple(_species_list(args.species)), reference=reference,
+    settings = LearnSettings(species=parse_species(args.species), reference=reference,
                              **{name: getattr(args, name) for name in names})
     training = read_training_structures(args.training, settings.species) if args.training else ()
     return Learner(args.potential, args.run_dir, settings, training=training)
@@ -348,7 +346,7 @@ def _train(args) -> int:
     comm = world()
     is_root = comm is None or comm.Get_rank() == 0
     mtp = read_mtp(args.potential)
-    species = _species_list(args.species) or mtp.species
+    species = parse_species(args.species) or mtp.species
     if not species:
         raise ValueError(f"{args.potential} does not name the elements of its types: give --species, e.g. --species Cu")
     training = read_training_structures(args.training, species)
@@ -431,7 +429,7 @@ def _active_set_and_rows(args, path):
     from mtp_driver.io.structures import read_structures
 
     mtp = read_mtp(args.potential)
-    species = _species_list(args.species) or mtp.species
+    species = parse_species(args.species) or mtp.species
     active_set = build_active_set(mtp, read_structures(args.training, species=species), species, args.mode,
                                   args.parameters)
     if active_set.requested_mode:

@@ -10,6 +10,15 @@ from ase.data import atomic_numbers
 MLIP_TYPE_ARRAY = "mlip_type"  # atoms.arrays key of the MLIP type of each atom, when no species map is given
 
 
+def parse_species(text: str | list | tuple | None) -> tuple[str, ...]:
+    """'Cu,Ag', 'Cu:Ag', 'Cu Ag' or a list -> ('Cu', 'Ag')."""
+    if text is None:
+        return ()
+    if isinstance(text, (list, tuple)):
+        return tuple(str(s) for s in text)
+    return tuple(s for s in str(text).replace(":", ",").replace(" ", ",").split(",") if s)
+
+
 def checked_species(species: Sequence[str]) -> tuple[str, ...]:
     """``species`` as a tuple after checking that it lists distinct chemical symbols.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ase.calculators.calculator import BaseCalculator
 
+from mtp_driver.io.species import parse_species  # noqa: F401  (part of ipi's API)
 from mtp_driver.ipi.evaluate import DriverError
 from mtp_driver.ipi.potential import ASECalculatorPotential, Potential
 from mtp_driver.plugins import construct
@@ -69,15 +70,6 @@ class PotentialSpec:
             args = ["--calculator", self.calculator]
             args += ["--calculator-kwargs", json.dumps(self.calculator_kwargs)] if self.calculator_kwargs else []
         return args + (["--model-version", self.model_version] if self.model_version else [])
-
-
-def parse_species(text: str | list | tuple | None) -> tuple[str, ...]:
-    """'Cu,Ag', 'Cu:Ag', 'Cu Ag' or a list -> ('Cu', 'Ag')."""
-    if text is None:
-        return ()
-    if isinstance(text, (list, tuple)):
-        return tuple(str(s) for s in text)
-    return tuple(s for s in str(text).replace(":", ",").replace(" ", ",").split(",") if s)
 
 
 def _construct(path: str, args: tuple, kwargs: dict):

@@ -37,6 +37,7 @@ from mtp_driver.active.select import select_add
 from mtp_driver.calculator import CloseContactError, MTPCalculator, check_close_contacts
 from mtp_driver.fit import TrainOptions, train
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
+from mtp_driver.io.species import parse_species
 from mtp_driver.mtp.model import MTP
 from mtp_driver.mtp.neighbors import build_neighbor_list
 
@@ -368,6 +369,5 @@ def learning_potential(potential: str, run_dir: str, species, reference: dict | 
     """A `Learner` from plain (JSON) values, for `mtp-driver serve --calculator
     mtp_driver.learn.learner:learning_potential --calculator-kwargs '{...}'` and the pes plugin:
     `reference` holds the fields of `Reference`, the other keywords those of `LearnSettings`."""
-    species = tuple(species.split(",")) if isinstance(species, str) else tuple(species)
-    learn_settings = LearnSettings(species=species, reference=Reference(**(reference or {})), **settings)
+    learn_settings = LearnSettings(species=parse_species(species), reference=Reference(**(reference or {})), **settings)
     return Learner(potential, run_dir, learn_settings)
