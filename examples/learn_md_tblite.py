@@ -11,7 +11,7 @@ requests are answered with the GFN1-xTB result (`answer_with="reference"`), whic
 extra here. At the end the final MTP is compared with GFN1-xTB on snapshots of a separate
 GFN1-xTB MD run (other random seeds), which the learner never saw.
 
-    python examples/learn_md_tblite.py [--steps 1000] [--temperature 500] [--seed 0] [--run-dir tb-run]
+    python examples/learn_md_tblite.py [--steps 5000] [--temperature 500] [--seed 0] [--run-dir tb-run]
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# one BLAS/OpenMP thread per process: with more, small QRs on 2 busy cores wait for each other (measured 25x slower)
-for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+# one thread per process: with more, small QRs on 2 busy cores wait for each other (measured 25x slower), and
+# after Numba's OpenMP kernels have run on 2 threads, tblite's own OpenMP calls are 200x slower (measured)
+for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(variable, "1")
 
 import numpy as np  # after the thread settings: numpy reads them when it loads
@@ -79,7 +80,7 @@ def reference_snapshots(atoms, temperature: float, steps: int, count: int, seed:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--temperature", type=float, default=500.0)
     parser.add_argument("--seed", type=int, default=0, help="of the displacements, velocities and thermostats")
     parser.add_argument("--start-structures", type=int, default=16, help="displaced copies computed before the MD")
