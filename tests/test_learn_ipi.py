@@ -14,6 +14,7 @@ from ase.optimize import BFGS
 from mtp_driver.demo import run_demo
 from mtp_driver.io.mtp_file import write_mtp
 from mtp_driver.ipi import PotentialSpec, socket_calculator
+from mtp_driver.learn.calls import LearningStopped
 from mtp_driver.learn.journal import Journal
 from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.settings import LearnSettings
@@ -84,25 +85,44 @@ def test_learning_relaxation_through_ase_socketio(tmp_path):
 
 
 def test_failing_reference_is_quarantined_and_never_trained_on(tmp_path):
-    """A reference failing on 30% of structures: the run goes on, failures are quarantined."""
+    """A reference failing on 30% of structures (always the same ones): failed calls are quarantined
+    and the run goes on, until a held structure fails and the retrained MTP still extrapolates on
+    it; then the learner stops rather than answer with an untrusted model."""
     flaky = Reference(calculator="reference_calculators:FlakyEMT", kwargs=dict(failure_rate=0.3))
     settings = LearnSettings(species=("Cu",), reference=flaky, refit_iterations=0, failure_budget=1000)
     learner = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), tmp_path, settings)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(2)  # this sequence meets failures on candidates before a failure on a held one
     base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    for k in range(40):
-        atoms = base.copy()
-        atoms.positions += rng.normal(scale=0.03 + 0.004 * k, size=atoms.positions.shape)
-        energy, forces, virial, extras = learner.compute(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
-        assert np.isfinite(energy) and np.isfinite(forces).all() and set(extras) >= {"mtp_grade", "model_version"}
+    answered = 0
+    with pytest.raises(LearningStopped, match="the reference failed on the held structure .* still extrapolates"):
+        for k in range(40):
+            atoms = base.copy()
+            atoms.positions += rng.normal(scale=0.03 + 0.004 * k, size=atoms.positions.shape)
+            energy, forces, virial, extras = learner.compute(atoms.positions, atoms.cell.array, atoms.pbc,
+                                                             atoms.numbers)
+            assert np.isfinite(energy) and np.isfinite(forces).all() and set(extras) >= {"mtp_grade", "model_version"}
+            answered += 1
     learner.close(final_refit=False)
     quarantined = learner.journal.quarantined()
-    assert quarantined
+    assert answered > 5 and len(quarantined) > 1  # earlier failures did not stop the run
+    assert atoms.positions.tobytes() in {held.positions.tobytes() for held in quarantined.values()}
     trained_positions = {atoms.positions.tobytes() for atoms in learner.training}
     assert not trained_positions & {atoms.positions.tobytes() for atoms in quarantined.values()}
     stop = [event for event in learner.journal.events() if event["event"] == "stop"][-1]
     assert stop["summary"]["quarantined"] == len(quarantined)
     assert json.loads((tmp_path / "settings.json").read_text())["reference"]["kwargs"] == {"failure_rate": 0.3}
+
+
+def test_reference_failing_on_the_first_request_stops_with_a_message(tmp_path):
+    """Nothing learnt yet and the first held structure fails: a clear stop, not a fit of nothing."""
+    failing = Reference(calculator="reference_calculators:FlakyEMT", kwargs=dict(failure_rate=1.0))
+    settings = LearnSettings(species=("Cu",), reference=failing, retries=0, refit_iterations=0)
+    learner = Learner(untrained_mtp(6, 1, 2.0, 5.0, species=["Cu"]), tmp_path, settings)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    with pytest.raises(LearningStopped, match="request 1: the reference failed on the held structure"):
+        learner.compute(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+    learner.close(final_refit=False)
+    assert len(learner.journal.quarantined()) == 1 and not learner.training
 
 
 def test_learn_command_with_a_protocol_input(tmp_path):

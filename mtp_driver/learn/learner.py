@@ -251,7 +251,8 @@ class Learner:
         self.call_times.extend([time.time()] * len(results))
         self.candidates = []
         self._add_references(results)
-        self._update_model("hold")
+        if self.training:  # else the only structure failed before anything was learnt: nothing to fit
+            self._update_model("hold")
         self.last_retraining = self.step
         after = self._evaluate(atoms)
         reference = next((labelled for _, labelled in results if np.array_equal(labelled.positions, atoms.positions)),
@@ -265,6 +266,13 @@ class Learner:
                          energy_new_model=after["energy"],
                          energy_reference=None if reference is None else reference.get_potential_energy(),
                          force_rmse_old_model=old_force_rmse, grade_after=_finite_or_none(after["grade"]))
+        if reference is None and not after["grade"] <= self.settings.threshold_break:
+            raise LearningStopped(
+                f"request {self.step}: the reference failed on the held structure (see "
+                f"{self.journal.run_dir / 'quarantine'}) and the retrained MTP still extrapolates there (grade "
+                f"{after['grade']:.3g} > threshold_break {self.settings.threshold_break:g}): stopping rather than "
+                "answering with an untrusted model. Check the reference on that structure (e.g. its SCF "
+                "settings); running the same command again resumes from the journal")
         if self.settings.answer_with == "reference" and reference is not None:
             after = dict(after, energy=reference.get_potential_energy(), forces=reference.get_forces(),
                          virial=_virial(reference))
