@@ -17,7 +17,8 @@ from .model import MTP
 
 
 class KernelLayout(NamedTuple):
-    """Index arrays are unsigned: Numba then skips negative-index wraparound in the gather loops."""
+    """Index arrays are unsigned (Numba then skips negative-index wraparound in the gather loops) and
+    as narrow as their values allow."""
 
     basic_mu: np.ndarray  # (n_basic,) radial function of each basic moment
     basic_monomial: np.ndarray  # (n_basic,) index of its angular monomial
@@ -35,6 +36,14 @@ class KernelLayout(NamedTuple):
     product_mult: np.ndarray  # float64
     mapping: np.ndarray  # (n_scalar,)
     moments_count: int
+
+
+def _index_array(values) -> np.ndarray:
+    """The narrowest unsigned integer type that holds the indices: measured, uint16 instead of uint64
+    tables make level 24 about 7 % faster (the product tables then stay in L2 cache)."""
+    values = np.asarray(values)
+    dtype = np.uint16 if values.max(initial=0) < 2**16 else np.uint32 if values.max(initial=0) < 2**32 else np.uint64
+    return np.ascontiguousarray(values, dtype=dtype)
 
 
 def monomials_closed_downward(powers: np.ndarray) -> np.ndarray:
@@ -80,20 +89,20 @@ def kernel_layout(mtp: MTP) -> KernelLayout:
     times = times[np.argsort(times[:, 3], kind="stable")]
     targets, starts = np.unique(times[:, 3], return_index=True)
     return KernelLayout(
-        basic_mu=np.ascontiguousarray(basic[:, 0], dtype=np.uint64),
-        basic_monomial=basic_monomial.astype(np.uint64),
+        basic_mu=_index_array(basic[:, 0]),
+        basic_monomial=_index_array(basic_monomial),
         prefix_length=prefix_length,
-        monomial_parent=parent.astype(np.uint64),
-        monomial_axis=axis.astype(np.uint64),
+        monomial_parent=_index_array(parent),
+        monomial_axis=_index_array(axis),
         monomial_degree=monomials.sum(axis=1).astype(np.float64),
-        derivative_monomial=np.ascontiguousarray(derivative_table[:, :, 0], dtype=np.uint64),
-        derivative_lower=np.ascontiguousarray(derivative_table[:, :, 1], dtype=np.uint64),
+        derivative_monomial=_index_array(derivative_table[:, :, 0]),
+        derivative_lower=_index_array(derivative_table[:, :, 1]),
         derivative_power=np.ascontiguousarray(derivative_table[:, :, 2], dtype=np.float64),
-        product_targets=targets.astype(np.uint64),
-        product_start=np.append(starts, len(times)).astype(np.uint64),
-        product_left=np.ascontiguousarray(times[:, 0], dtype=np.uint64),
-        product_right=np.ascontiguousarray(times[:, 1], dtype=np.uint64),
+        product_targets=_index_array(targets),
+        product_start=_index_array(np.append(starts, len(times))),
+        product_left=_index_array(times[:, 0]),
+        product_right=_index_array(times[:, 1]),
         product_mult=np.ascontiguousarray(times[:, 2], dtype=np.float64),
-        mapping=mtp.alpha_moment_mapping.astype(np.uint64),
+        mapping=_index_array(mtp.alpha_moment_mapping),
         moments_count=int(mtp.alpha_moments_count),
     )
