@@ -119,7 +119,7 @@ def worker_evaluations(level: int, threads: int) -> None:
                                        us_per_atom={k: 1e6 * v / atoms for k, v in timings.items()})), flush=True)
 
 
-def worker_fit(level: int, max_iter: int) -> None:
+def worker_fit(level: int, max_iter: int, init: str) -> None:
     from mtp_driver.calculator import MTPCalculator, predict
     from mtp_driver.fit import LossWeights, TrainOptions, train
     from mtp_driver.fit.mlearn import read_mlearn
@@ -135,7 +135,7 @@ def worker_fit(level: int, max_iter: int) -> None:
     published = read_mtp(DATA / "fitted_mtp" / "Mo.mtp")
     untrained = untrained_mtp(level, 1, published.min_dist, published.max_dist, species=["Mo"])
     options = TrainOptions(weights=LossWeights(stress=0.0), max_iter=max_iter, update_min_dist=True,
-                           valid_every=10)
+                           valid_every=10, init=init)
     result = train(untrained, training, valid_images=test, species=["Mo"], options=options, comm=comm,
                    progress=False)
     wall = time.perf_counter() - started
@@ -181,9 +181,9 @@ def evaluations_report(levels: list[int]) -> None:
     print(f"\nmotep 0.2.0 (issue): {1e6 * MOTEP_SECONDS_PER_ATOM[16]:.0f} us/atom per loss+gradient at level 16.\n")
 
 
-def fit_report(level: int, ranks: int, max_iter: int) -> None:
+def fit_report(level: int, ranks: int, max_iter: int, init: str) -> None:
     threads = 2 if ranks == 1 else 1
-    r = run_worker(["fit", str(level), str(max_iter)], ranks=ranks, threads=threads)
+    r = run_worker(["fit", str(level), str(max_iter), init], ranks=ranks, threads=threads)
     print(f"## full fit: mlearn Mo training set, level {level}, {r['ranks']} rank(s) x {threads} thread(s)\n")
     print(f"wall {r['wall']:.0f} s (training {r['train_seconds']:.0f} s), {r['iterations']} iterations, "
           f"{r['evaluations']} evaluations, stopped: {r['stop']}")
@@ -201,7 +201,7 @@ def main() -> None:
         if kind == "evaluations":
             worker_evaluations(int(values[0]), int(values[1]))
         else:
-            worker_fit(int(values[0]), int(values[1]))
+            worker_fit(int(values[0]), int(values[1]), values[2])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["evaluations", "fit"])
@@ -209,12 +209,14 @@ def main() -> None:
     parser.add_argument("--fit-level", type=int, default=16)
     parser.add_argument("--ranks", type=int, default=1, help="MPI ranks for the fit (1: one process, 2 threads)")
     parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument("--init", choices=["same", "random"], default="same",
+                        help="initial radial functions, as in examples/mlearn_comparison.py (default: %(default)s)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}\n")
     if args.only != "fit":
         evaluations_report(args.levels)
     if args.only != "evaluations":
-        fit_report(args.fit_level, args.ranks, args.max_iter)
+        fit_report(args.fit_level, args.ranks, args.max_iter, args.init)
     print(f"\nload average at end: {os.getloadavg()}")
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from mtp_driver.calculator import MTPCalculator, predict
 from mtp_driver.fit import LossWeights, TrainOptions, train
+from mtp_driver.fit.options import INITIALISATIONS
 from mtp_driver.fit.mlearn import read_mlearn
 from mtp_driver.fit.parallel import world
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
@@ -83,10 +84,13 @@ def main() -> None:
     parser.add_argument("elements", nargs="*", default=["Li", "Mo", "Cu"], choices=sorted(TRAINING))
     parser.add_argument("--max-iter", type=int, default=TrainOptions.max_iter)
     parser.add_argument("--seed", type=int, default=TrainOptions.seed)
+    parser.add_argument("--init", choices=INITIALISATIONS, default="best",
+                        help="initial radial functions: 'same' (function k = Chebyshev polynomial k), 'random', or "
+                        "'best': fit from both, keep the lower training loss (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, help="write the fitted potentials here")
     args = parser.parse_args()
     comm = world()
-    options = TrainOptions(weights=LossWeights(stress=0.0), max_iter=args.max_iter, seed=args.seed,
+    options = TrainOptions(weights=LossWeights(stress=0.0), max_iter=args.max_iter, seed=args.seed, init=args.init,
                            update_min_dist=True)
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)

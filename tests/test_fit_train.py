@@ -62,6 +62,18 @@ def test_same_seed_same_fit_and_resume_lowers_the_loss(lithium):
     np.testing.assert_allclose(vectors, np.eye(*vectors.shape), atol=1e-15)
 
 
+def test_best_start_keeps_the_fit_with_the_lower_training_loss(lithium):
+    training, _ = lithium
+    training = training[:20]
+    untrained = untrained_mtp(8, 1, 2.0, 5.0, species=["Li"])
+    fits = {init: train(untrained, training, options=TrainOptions(max_iter=10, init=init), progress=False)
+            for init in ("same", "random", "best")}
+    assert fits["same"].loss != fits["random"].loss
+    winner = min(("same", "random"), key=lambda init: fits[init].loss)
+    np.testing.assert_array_equal(parameters_of(fits["best"].mtp), parameters_of(fits[winner].mtp))
+    assert fits["best"].loss == fits[winner].loss <= fits[winner].history[-1]["loss"] * (1 + 1e-12)
+
+
 def test_early_stopping_keeps_the_best_validation_point(lithium):
     training, test = lithium
     options = TrainOptions(weights=LossWeights(stress=0.0), max_iter=40, valid_every=5, patience=2)

@@ -23,7 +23,7 @@ class LossWeights:
             raise ValueError("loss weights must be non-negative")
 
 
-INITIALISATIONS = ("random", "same")
+INITIALISATIONS = ("random", "same", "best")  # best: fit from both, keep the lower training loss
 METHODS = ("projected", "joint")
 
 

@@ -22,7 +22,7 @@ evaluations (25 s) and 5.04 when converged (250 iterations); "joint" 5.56 after 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -46,6 +46,7 @@ class TrainResult:
     iterations: int
     evaluations: int  # loss + gradient evaluations
     seconds: float
+    loss: float  # training loss of the returned potential
 
 
 def shortest_distance(batch: Batch, reducer: Reducer) -> float:
@@ -286,6 +287,11 @@ def train(mtp: MTP, train_images: Sequence, valid_images: Sequence | None = None
     same potential. `checkpoint(mtp)` is called on rank 0 after each linear step and every
     `options.window` iterations."""
     options = options if options is not None else TrainOptions()
+    if options.init == "best" and not mtp.is_trained:
+        # no start wins on every data set (mlearn: Cu prefers "same", Li "random"); the training loss decides
+        fits = [train(mtp, train_images, valid_images, species, replace(options, init=init), comm, train_weights,
+                      progress, checkpoint) for init in ("same", "random")]
+        return min(fits, key=lambda fit: fit.loss)
     trainer = Trainer(mtp, train_images, valid_images, species, options, comm, train_weights)
     is_root = trainer.reducer.rank == 0
     bar = _progress_bar(options.max_iter, enabled=progress and is_root)
@@ -355,8 +361,9 @@ def train(mtp: MTP, train_images: Sequence, valid_images: Sequence | None = None
         on_linear_step(trainer.linear_step())
     if bar is not None:
         bar.close()
+    loss = trainer.evaluate(trainer.parameters, gradient=False).loss
     return TrainResult(trainer.mtp_of(trainer.parameters), trainer.history, reason[0], trainer.iterations,
-                       trainer.evaluations, time.perf_counter() - trainer.started)
+                       trainer.evaluations, time.perf_counter() - trainer.started, loss)
 
 
 def _early_stop(entry: dict, parameters: np.ndarray, best: dict, options: TrainOptions) -> bool:
