@@ -10,7 +10,6 @@ from .kernels import forces_and_virial, site_energies_and_gradients
 from .layout import KernelLayout, kernel_layout
 from .model import MTP
 from .neighbors import NeighborList
-from .site_jacobian import site_energies_gradients_and_rows
 
 
 class Evaluation(NamedTuple):
@@ -25,7 +24,7 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     """Evaluate a trained `mtp` for atoms of the given type indices over a prepared neighbour list.
 
     With `site_rows`, an (N, mtp.parameter_count) float64 array, the same kernel pass also fills it
-    with dV_i/dtheta of every atom (see `site_jacobian`), for extrapolation grades."""
+    with dV_i/dtheta of every atom (see `kernels`), for extrapolation grades."""
     if not mtp.is_trained:
         raise ValueError("the potential is untrained (no radial_coeffs/moment_coeffs): train it first")
     layout = kernel_layout(mtp) if layout is None else layout
@@ -37,11 +36,10 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
                  float(mtp.min_dist), float(mtp.max_dist), float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs,
                  mtp.moment_coeffs, layout, max(neighbor_list.max_neighbors, 1), site_energies, pair_gradients)
     if site_rows is None:
-        site_energies_and_gradients(*arguments)
-    else:
-        if site_rows.shape != (n_atoms, mtp.parameter_count) or site_rows.dtype != np.float64:
-            raise ValueError(f"site_rows must be a float64 array of shape {(n_atoms, mtp.parameter_count)}")
-        site_energies_gradients_and_rows(*arguments, site_rows)
+        site_rows = np.empty((0, 0))
+    elif site_rows.shape != (n_atoms, mtp.parameter_count) or site_rows.dtype != np.float64:
+        raise ValueError(f"site_rows must be a float64 array of shape {(n_atoms, mtp.parameter_count)}")
+    site_energies_and_gradients(*arguments, site_rows)
     forces, strain_derivative = forces_and_virial(
         n_atoms, neighbor_list.centers, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
     )
