@@ -90,29 +90,12 @@ def contract_moments(moments, layout):
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def backpropagate_contractions(moments, adjoint, layout):
-    """Reverse pass through the products: adjoint of each factor from the adjoint of its product."""
-    start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
-    targets = layout.product_targets
-    n_targets = np.uint64(targets.shape[0])
-    one = np.uint64(1)
-    for kk in range(n_targets):
-        k = n_targets - one - kk
-        g = adjoint[targets[k]]
-        if g == 0.0:
-            continue
-        for t in range(start[k], start[k + one]):
-            gm = g * mult[t]
-            adjoint[left[t]] += gm * moments[right[t]]
-            adjoint[right[t]] += gm * moments[left[t]]
-
-
-@njit(cache=True, fastmath=False, inline="always")
 def contract_moment_lanes(moments, layout):
     """`contract_moments` for LANES atoms at once, moments[k, lane]: the index tables are read once
     for all lanes and the lane loop vectorises (measured 1.5x per atom at level 24). Every lane
-    rounds exactly as the one-atom version, which training keeps (its passes carry tangents per atom);
-    the lane count must be a compile-time constant (a run-time count measured 2-3x slower)."""
+    rounds exactly as the one-atom version, which the training design matrix keeps (it is vectorised
+    over the neighbour directions instead); the lane count must be a compile-time constant (a
+    run-time count measured 2-3x slower)."""
     start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
     targets = layout.product_targets
     one = np.uint64(1)
@@ -130,7 +113,8 @@ def contract_moment_lanes(moments, layout):
 
 @njit(cache=True, fastmath=False, inline="always")
 def backpropagate_contraction_lanes(moments, adjoint, layout):
-    """`backpropagate_contractions` for LANES atoms at once (see `contract_moment_lanes`)."""
+    """Reverse pass through the products, LANES atoms at once (see `contract_moment_lanes`): adjoint of
+    each factor from the adjoint of its product."""
     start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
     targets = layout.product_targets
     n_targets = np.uint64(targets.shape[0])

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import backpropagate_contractions, contract_moments, neighbour_features
+from .kernels import (LANES, backpropagate_contraction_lanes, contract_moment_lanes, contract_moments,
+                      neighbour_features)
 
 
 def parameter_offsets(species_count: int, radial_funcs_count: int, radial_basis_size: int,
@@ -33,22 +34,30 @@ def parameter_offsets(species_count: int, radial_funcs_count: int, radial_basis_
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def contract_tangents(moments, tangents, layout):
-    """Forward derivative of the products: dM_k = sum of mult * (dM_p M_q + M_p dM_q)."""
+def contract_tangent_lanes(moments, tangents, layout):
+    """Forward derivative of the products, LANES atoms at once (as `kernels.contract_moment_lanes`):
+    dM_k = sum of mult * (dM_p M_q + M_p dM_q)."""
     start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
     targets = layout.product_targets
     one = np.uint64(1)
+    total = np.empty(LANES)
     for k in range(np.uint64(targets.shape[0])):
-        total = 0.0
+        total[:] = 0.0
         for t in range(start[k], start[k + one]):
-            total += mult[t] * (tangents[left[t]] * moments[right[t]] + moments[left[t]] * tangents[right[t]])
+            c = mult[t]
+            moment_left = moments[left[t]]
+            moment_right = moments[right[t]]
+            tangent_left = tangents[left[t]]
+            tangent_right = tangents[right[t]]
+            for w in range(LANES):
+                total[w] += c * (tangent_left[w] * moment_right[w] + moment_left[w] * tangent_right[w])
         tangents[targets[k]] = total
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def backpropagate_tangents(moments, tangents, adjoint, second_adjoint, layout):
-    """Reverse pass through the tangent products. With ``adjoint`` = dE/dM already complete, adds to
-    ``second_adjoint`` the derivative of sum_k adjoint_k dM_k with respect to the moments."""
+def backpropagate_tangent_lanes(moments, tangents, adjoint, second_adjoint, layout):
+    """Reverse pass through the tangent products, LANES atoms at once. With ``adjoint`` = dE/dM already
+    complete, adds to ``second_adjoint`` the derivative of sum_k adjoint_k dM_k with respect to the moments."""
     start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
     targets = layout.product_targets
     n_targets = np.uint64(targets.shape[0])
@@ -57,13 +66,17 @@ def backpropagate_tangents(moments, tangents, adjoint, second_adjoint, layout):
         k = n_targets - one - kk
         g = adjoint[targets[k]]
         h = second_adjoint[targets[k]]
-        if g == 0.0 and h == 0.0:
-            continue
         for t in range(start[k], start[k + one]):
-            p = left[t]
-            q = right[t]
-            second_adjoint[p] += mult[t] * (h * moments[q] + g * tangents[q])
-            second_adjoint[q] += mult[t] * (h * moments[p] + g * tangents[p])
+            c = mult[t]
+            moment_left = moments[left[t]]
+            moment_right = moments[right[t]]
+            tangent_left = tangents[left[t]]
+            tangent_right = tangents[right[t]]
+            second_left = second_adjoint[left[t]]
+            second_right = second_adjoint[right[t]]
+            for w in range(LANES):
+                second_left[w] += c * (h[w] * moment_right[w] + g[w] * tangent_right[w])
+                second_right[w] += c * (h[w] * moment_left[w] + g[w] * tangent_left[w])
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -102,87 +115,99 @@ def loss_gradient(types, offsets, neighbor_types, vectors, min_dist, max_dist, s
     for block in prange(block_starts.shape[0] - 1):
         grad = gradients[block]
         grad[:] = 0.0
-        moments = np.empty(layout.moments_count)
-        tangents = np.empty(layout.moments_count)
-        adjoint = np.empty(layout.moments_count)
-        second_adjoint = np.empty(layout.moments_count)
+        # lanes of a last short group keep earlier, finite values that nothing reads
+        moments = np.zeros((layout.moments_count, LANES))
+        tangents = np.zeros((layout.moments_count, LANES))
+        adjoint = np.empty((layout.moments_count, LANES))
+        second_adjoint = np.empty((layout.moments_count, LANES))
         dense = np.empty((n_radial, n_mono))  # basic moments, then their second adjoints
         dense_tangent = np.empty((n_radial, n_mono))  # basic tangents, then their adjoints
-        rb_values = np.empty((max_neighbors, n_rb))
-        rb_derivatives = np.empty((max_neighbors, n_rb))
-        monomials = np.empty((max_neighbors, n_mono))
-        monomial_tangents = np.empty((max_neighbors, n_mono))
-        inv_r = np.empty(max_neighbors)
-        r_tangent = np.empty(max_neighbors)
-        units = np.empty((max_neighbors, 3))
+        rb_values = np.empty((LANES, max_neighbors, n_rb))
+        rb_derivatives = np.empty((LANES, max_neighbors, n_rb))
+        monomials = np.empty((LANES, max_neighbors, n_mono))
+        monomial_tangents = np.empty((LANES, max_neighbors, n_mono))
+        inv_r = np.empty((LANES, max_neighbors))
+        r_tangent = np.empty((LANES, max_neighbors))
+        units = np.empty((LANES, max_neighbors, 3))
         unit_tangent = np.empty(3)
         radial = np.empty(n_radial)
         radial_deriv = np.empty(n_radial)
-        for i in range(block_starts[block], block_starts[block + 1]):
-            ti = types[i]
-            start = offsets[i]
-            count = offsets[i + 1] - start
-            dense[:, :] = 0.0
-            dense_tangent[:, :] = 0.0
-            for jj in range(count):
-                p = start + jj
-                inv_r[jj] = neighbour_features(p, ti, neighbor_types, vectors, min_dist, max_dist, scaling,
-                                               radial_coeffs, layout, rb_values[jj], rb_derivatives[jj], radial,
-                                               radial_deriv, monomials[jj], units[jj])
-                if inv_r[jj] == 0.0:
-                    continue
-                u = units[jj]
-                # d r = u . w and d u = (w - u (u . w)) / r along the pair direction w
-                rt = u[0] * pair_directions[p, 0] + u[1] * pair_directions[p, 1] + u[2] * pair_directions[p, 2]
-                r_tangent[jj] = rt
-                for ax in range(3):
-                    unit_tangent[ax] = (pair_directions[p, ax] - u[ax] * rt) * inv_r[jj]
-                mono = monomials[jj]
-                mono_t = monomial_tangents[jj]
-                mono_t[0] = 0.0
-                for m in range(1, n_mono):
-                    mono_t[m] = mono_t[parent[m]] * u[axis[m]] + mono[parent[m]] * unit_tangent[axis[m]]
-                for mu in range(n_radial):
-                    f = radial[mu]
-                    ft = radial_deriv[mu] * rt
-                    for m in range(prefix[mu]):
-                        dense[mu, m] += f * mono[m]
-                        dense_tangent[mu, m] += ft * mono[m] + f * mono_t[m]
-            for b in range(n_basic):
-                moments[b] = dense[basic_mu[b], basic_mono[b]]
-                tangents[b] = dense_tangent[basic_mu[b], basic_mono[b]]
-            contract_moments(moments, layout)
-            contract_tangents(moments, tangents, layout)
-            a = energy_weights[i]
-            grad[species_start + ti] += a
-            adjoint[:] = 0.0
-            second_adjoint[:] = 0.0
-            for s in range(n_scalar):
-                grad[moment_start + s] += a * moments[mapping[s]] + tangents[mapping[s]]
-                adjoint[mapping[s]] += moment_coeffs[s]
-            backpropagate_contractions(moments, adjoint, layout)
-            backpropagate_tangents(moments, tangents, adjoint, second_adjoint, layout)
-            # basic moments: d/dM of (a E + dE) is a * adjoint + second_adjoint; d/d(dM) is adjoint
-            # (zeroed first: a prefix monomial that is no basic moment of mu must weigh nothing)
-            dense[:, :] = 0.0
-            dense_tangent[:, :] = 0.0
-            for b in range(n_basic):
-                dense[basic_mu[b], basic_mono[b]] = a * adjoint[b] + second_adjoint[b]
-                dense_tangent[basic_mu[b], basic_mono[b]] = adjoint[b]
-            for jj in range(count):
-                if inv_r[jj] == 0.0:
-                    continue
-                tj = neighbor_types[start + jj]
-                pair_start = ((ti * n_species + tj) * n_radial) * n_rb
-                for mu in range(n_radial):
-                    # M = sum f u^m and dM = sum (f' dr u^m + f du^m), f = sum_beta c_beta Q_beta
-                    second, first, first_tangent = monomial_weights(dense[mu], dense_tangent[mu], monomials[jj],
-                                                                    monomial_tangents[jj], prefix[mu])
-                    with_value = second + first_tangent
-                    with_derivative = first * r_tangent[jj]
-                    row = pair_start + mu * n_rb
-                    for beta in range(n_rb):
-                        grad[row + beta] += rb_values[jj, beta] * with_value + rb_derivatives[jj, beta] * with_derivative
+        end = block_starts[block + 1]
+        for first in range(block_starts[block], end, LANES):
+            lanes = min(LANES, end - first)
+            for w in range(lanes):
+                i = first + w
+                ti = types[i]
+                start = offsets[i]
+                dense[:, :] = 0.0
+                dense_tangent[:, :] = 0.0
+                for jj in range(offsets[i + 1] - start):
+                    p = start + jj
+                    inv_r[w, jj] = neighbour_features(p, ti, neighbor_types, vectors, min_dist, max_dist, scaling,
+                                                      radial_coeffs, layout, rb_values[w, jj], rb_derivatives[w, jj],
+                                                      radial, radial_deriv, monomials[w, jj], units[w, jj])
+                    if inv_r[w, jj] == 0.0:
+                        continue
+                    u = units[w, jj]
+                    # d r = u . w and d u = (w - u (u . w)) / r along the pair direction w
+                    rt = u[0] * pair_directions[p, 0] + u[1] * pair_directions[p, 1] + u[2] * pair_directions[p, 2]
+                    r_tangent[w, jj] = rt
+                    for ax in range(3):
+                        unit_tangent[ax] = (pair_directions[p, ax] - u[ax] * rt) * inv_r[w, jj]
+                    mono = monomials[w, jj]
+                    mono_t = monomial_tangents[w, jj]
+                    mono_t[0] = 0.0
+                    for m in range(1, n_mono):
+                        mono_t[m] = mono_t[parent[m]] * u[axis[m]] + mono[parent[m]] * unit_tangent[axis[m]]
+                    for mu in range(n_radial):
+                        f = radial[mu]
+                        ft = radial_deriv[mu] * rt
+                        for m in range(prefix[mu]):
+                            dense[mu, m] += f * mono[m]
+                            dense_tangent[mu, m] += ft * mono[m] + f * mono_t[m]
+                for b in range(n_basic):
+                    moments[b, w] = dense[basic_mu[b], basic_mono[b]]
+                    tangents[b, w] = dense_tangent[basic_mu[b], basic_mono[b]]
+            contract_moment_lanes(moments, layout)
+            contract_tangent_lanes(moments, tangents, layout)
+            adjoint[:, :] = 0.0
+            second_adjoint[:, :] = 0.0
+            for w in range(lanes):
+                i = first + w
+                a = energy_weights[i]
+                grad[species_start + types[i]] += a
+                for s in range(n_scalar):
+                    grad[moment_start + s] += a * moments[mapping[s], w] + tangents[mapping[s], w]
+                    adjoint[mapping[s], w] += moment_coeffs[s]
+            backpropagate_contraction_lanes(moments, adjoint, layout)
+            backpropagate_tangent_lanes(moments, tangents, adjoint, second_adjoint, layout)
+            for w in range(lanes):
+                i = first + w
+                ti = types[i]
+                start = offsets[i]
+                a = energy_weights[i]
+                # basic moments: d/dM of (a E + dE) is a * adjoint + second_adjoint; d/d(dM) is adjoint
+                # (zeroed first: a prefix monomial that is no basic moment of mu must weigh nothing)
+                dense[:, :] = 0.0
+                dense_tangent[:, :] = 0.0
+                for b in range(n_basic):
+                    dense[basic_mu[b], basic_mono[b]] = a * adjoint[b, w] + second_adjoint[b, w]
+                    dense_tangent[basic_mu[b], basic_mono[b]] = adjoint[b, w]
+                for jj in range(offsets[i + 1] - start):
+                    if inv_r[w, jj] == 0.0:
+                        continue
+                    tj = neighbor_types[start + jj]
+                    pair_start = ((ti * n_species + tj) * n_radial) * n_rb
+                    for mu in range(n_radial):
+                        # M = sum f u^m and dM = sum (f' dr u^m + f du^m), f = sum_beta c_beta Q_beta
+                        second, first_order, first_tangent = monomial_weights(
+                            dense[mu], dense_tangent[mu], monomials[w, jj], monomial_tangents[w, jj], prefix[mu])
+                        with_value = second + first_tangent
+                        with_derivative = first_order * r_tangent[w, jj]
+                        row = pair_start + mu * n_rb
+                        for beta in range(n_rb):
+                            grad[row + beta] += (rb_values[w, jj, beta] * with_value
+                                                 + rb_derivatives[w, jj, beta] * with_derivative)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
