@@ -32,7 +32,7 @@ import numpy as np  # after the thread settings: numpy reads them when it loads
 from ase import units
 from ase.build import molecule
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 
 from mtp_driver.calculator import MTPCalculator
 from mtp_driver.ipi import PotentialCalculator
@@ -49,7 +49,7 @@ FRICTION = 0.01 / units.fs  # 10 ps^-1, the value ASE's documentation suggests
 
 def langevin(atoms, temperature: float, seed: int) -> Langevin:
     """Thermal velocities and a Langevin thermostat, both from seeded generators (runs are repeatable)."""
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     return Langevin(atoms, TIME_STEP, temperature_K=temperature, friction=FRICTION, fixcm=False,
                     rng=np.random.default_rng(seed + 1))
 

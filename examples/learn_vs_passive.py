@@ -32,7 +32,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 
 from mtp_driver.calculator import MTPCalculator, predict
 from mtp_driver.fit import TrainOptions, train
@@ -51,7 +51,7 @@ TEST_SEED, PASSIVE_SEED, ACTIVE_SEED = 1, 2, 3
 def start_structure(temperature: float, seed: int) -> Atoms:
     """The perfect 4x4x2 conventional fcc Cu cell (128 atoms) with Maxwell-Boltzmann velocities."""
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 2))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     return atoms
 
 

@@ -18,7 +18,7 @@ from ase import units
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 
 from .calculator import MTPCalculator
 from .io.cfg import write_cfg
@@ -59,7 +59,7 @@ def fresh_snapshots(start, temperature: float, count: int, seed: int):
     """EMT Langevin MD snapshots (every 20 steps of 2 fs, after 200 steps) the learner never saw."""
     atoms = start.copy()
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     dynamics = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02,
                         fixcm=False, rng=np.random.default_rng(seed + 1))
     dynamics.run(200)

@@ -12,7 +12,7 @@ import ase.io
 import numpy as np
 from ase import units
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 
 from mtp_driver.ipi import socket_calculator
 from mtp_driver.ipi.options import script_parser, spec_from_args
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     atoms = ase.io.read(args.structure)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
+    thermalize_momenta(atoms, args.temperature, rng=np.random.default_rng(args.seed))
     with socket_calculator(spec_from_args(args)) as calc, open(args.trajectory, "w") as frames:
         atoms.calc = calc
         md = Langevin(

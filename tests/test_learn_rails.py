@@ -1,9 +1,14 @@
 """The learner's safety rails and restart behaviour, calling it directly (no socket)."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from ase.build import bulk
 
+from mtp_driver.learn.journal import RunDirectoryInUse
 from mtp_driver.learn.learner import Learner, UnphysicalStructure
 from mtp_driver.learn.settings import LearnSettings
 from mtp_driver.mtp.basis import untrained_mtp
@@ -67,6 +72,31 @@ def test_restart_keeps_the_data_and_reports_changed_settings(tmp_path, capsys):
     assert len(again.training) == calls and again.mtp is not None and again.version > learner.version
     energy, forces, _, extras = ask(again, rattled(0, scale=0.05))  # a structure it has seen: no new call
     assert reference_calls(again) == calls and extras["mtp_grade"] <= 1.0 + 1e-6
+
+
+def test_one_learner_per_run_directory(tmp_path):
+    """A second learner on a busy run directory is refused (two would interleave one journal); the lock
+    goes with its process, so a run killed with SIGKILL restarts without clean-up."""
+    def start():
+        return Learner(untrained(), tmp_path, LearnSettings(refit_iterations=0))
+
+    first = start()
+    with pytest.raises(RunDirectoryInUse, match=f"in use by another learner \\(process {os.getpid()} "):
+        start()
+    first.close(final_refit=False)
+    start().close(final_refit=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mtp_driver.learn.journal import claim_run_directory; "
+         "lock = claim_run_directory(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirectoryInUse, match=f"process {holder.pid} "):
+            start()
+    finally:
+        holder.kill()
+        holder.wait()
+    start().close(final_refit=False)
 
 
 def test_answer_with_the_reference_result(tmp_path):

@@ -42,7 +42,7 @@ from mtp_driver.mtp.model import MTP
 from mtp_driver.mtp.neighbors import build_neighbor_list
 
 from .calls import LearningStopped, ReferenceCalls
-from .journal import Journal
+from .journal import Journal, claim_run_directory
 from .reference import Reference
 from .settings import LearnSettings, store_settings
 
@@ -66,6 +66,7 @@ class Learner:
         self.settings = settings if settings is not None else LearnSettings()
         self.species = list(self.settings.species)
         self.run_dir = Path(run_dir)
+        self.run_lock = claim_run_directory(self.run_dir)
         self.journal = Journal(self.run_dir)
         self.models_dir = self.run_dir / "models"
         self.models_dir.mkdir(exist_ok=True)
@@ -157,6 +158,7 @@ class Learner:
             write_mtp(self.mtp, self.run_dir / "final.mtp")
         self.journal.log("stop", step=self.step, summary=self.summary())
         self.trace.close()
+        self.run_lock.close()
 
     def refit_now(self, reason: str = "refit requested") -> None:
         """Fit all parameters to all reference data now and swap the result in (blocking)."""
