@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from mtp_driver.learn.journal import RunDirectoryInUse
+from mtp_driver.io.lock import InUseError
 from mtp_driver.learn.learner import Learner, UnphysicalStructure
 from mtp_driver.learn.settings import LearnSettings
 from mtp_driver.mtp.basis import untrained_mtp
@@ -81,17 +81,18 @@ def test_one_learner_per_run_directory(tmp_path):
         return Learner(untrained(), tmp_path, LearnSettings(refit_iterations=0))
 
     first = start()
-    with pytest.raises(RunDirectoryInUse, match=f"in use by another learner \\(process {os.getpid()} "):
+    with pytest.raises(InUseError, match=f"in use by another learner \\(process {os.getpid()} "):
         start()
     first.close(final_refit=False)
     start().close(final_refit=False)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mtp_driver.learn.journal import claim_run_directory; "
-         "lock = claim_run_directory(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(tmp_path)],
+        [sys.executable, "-c", "import sys, time; from mtp_driver.io.lock import hold_exclusive; "
+         "lock = hold_exclusive(sys.argv[1] + '/lock', 'busy'); print('held', flush=True); time.sleep(120)",
+         str(tmp_path)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunDirectoryInUse, match=f"process {holder.pid} "):
+        with pytest.raises(InUseError, match=f"process {holder.pid} "):
             start()
     finally:
         holder.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from ase.build import bulk
 
+from mtp_driver.io.lock import InUseError
 from mtp_driver.io.mtp_file import write_mtp
 from mtp_driver.ipi import Endpoint, IPIProcess
 from mtp_driver.learn.client import LearnerClient, RemoteLearnerError
@@ -127,11 +129,22 @@ def test_socket_is_private_a_live_one_is_refused_a_stale_one_replaced(tmp_path, 
     with LearnerServer(path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert f"replacing the stale socket file {path}" in caplog.text
-        with pytest.raises(FileExistsError, match=f"a learner server already answers at {path}: stop it first"):
+        with pytest.raises(InUseError, match=f"another learner server is using the socket path {path} "
+                                             f"\\(process {os.getpid()} "):
             LearnerServer(path)
         assert path.exists()  # the refused server removed nothing
-        assert [p.name for p in tmp_path.iterdir()] == ["learner.sock"]  # nor left its private directory
+        # nor left its private directory
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["learner.sock", "learner.sock.lock"]
     assert not path.exists()
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a listener that holds no lock is found too
+    live.bind(str(path))
+    live.listen(1)
+    try:
+        with pytest.raises(FileExistsError, match=f"a learner server already answers at {path}: stop it first"):
+            LearnerServer(path)
+    finally:
+        live.close()
+        path.unlink()
     path.write_text("not a socket")
     with pytest.raises(FileExistsError, match="exists and is not a socket"):
         LearnerServer(path)
@@ -145,7 +158,8 @@ def test_learn_server_command_refuses_a_live_socket_and_stops_on_sigterm(tmp_pat
         second = start_learn_server(tmp_path, tmp_path / "run2", sock)
         assert second.wait(60) == 2
         refusal = Path(f"{tmp_path / 'run2'}.log").read_text()
-        assert f"a learner server already answers at {sock}" in refusal and "Traceback" not in refusal
+        assert f"another learner server is using the socket path {sock} (process {first.pid} " in refusal
+        assert "Traceback" not in refusal
         assert not (tmp_path / "run2").exists()  # refused before touching a run directory
         first.send_signal(signal.SIGTERM)
         assert first.wait(60) == 0

@@ -16,11 +16,9 @@ Structure files hold exact float64 values (JSON floats round-trip), never pickle
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -29,32 +27,6 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mtp_driver.io.atomic import atomic_write
-
-
-class RunDirectoryInUse(OSError):
-    """Another learner writes to this run directory."""
-
-
-def claim_run_directory(run_dir: str | os.PathLike):
-    """An exclusive lock on RUN/lock, held by the returned open file until it is closed: two learners
-    appending to one journal would interleave it. The kernel releases it when the process dies, so a
-    killed run restarts without clean-up."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / "lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise RunDirectoryInUse(f"the run directory {run_dir} is in use by another learner ({owner}): "
-                                "stop that run first, or give another --run-dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
-    return handle
 
 
 def structure_key(atoms: Atoms, reference_fingerprint: str) -> str:

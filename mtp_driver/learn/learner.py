@@ -36,13 +36,14 @@ from mtp_driver.active.rows import site_rows
 from mtp_driver.active.select import select_add
 from mtp_driver.calculator import CloseContactError, MTPCalculator, check_close_contacts
 from mtp_driver.fit import TrainOptions, train
+from mtp_driver.io.lock import hold_exclusive
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
 from mtp_driver.io.species import parse_species
 from mtp_driver.mtp.model import MTP
 from mtp_driver.mtp.neighbors import build_neighbor_list
 
 from .calls import LearningStopped, ReferenceCalls
-from .journal import Journal, claim_run_directory
+from .journal import Journal
 from .reference import Reference
 from .settings import LearnSettings, store_settings
 
@@ -66,7 +67,10 @@ class Learner:
         self.settings = settings if settings is not None else LearnSettings()
         self.species = list(self.settings.species)
         self.run_dir = Path(run_dir)
-        self.run_lock = claim_run_directory(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # two learners appending to one journal would interleave it
+        self.run_lock = hold_exclusive(self.run_dir / "lock",
+                                       f"the run directory {self.run_dir} is in use by another learner")
         self.journal = Journal(self.run_dir)
         self.models_dir = self.run_dir / "models"
         self.models_dir.mkdir(exist_ok=True)

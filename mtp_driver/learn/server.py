@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mtp_driver.io.lock import hold_exclusive
+
 from .calls import LearningStopped
 from .frames import PROTOCOL, ConnectionClosed, FrameError, receive_frame, send_frame
 
@@ -47,7 +49,15 @@ class LearnerServer:
         self.stop_when_walkers_leave = stop_when_walkers_leave
         self.payload_timeout = payload_timeout
         self.stop_reason: str | None = None
-        self.listener, self._inode = _listen(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # two servers starting at once on one path: the second would replace the first one's socket
+        self._path_lock = hold_exclusive(self.path.with_name(self.path.name + ".lock"),
+                                         f"another learner server is using the socket path {self.path}")
+        try:
+            self.listener, self._inode = _listen(self.path)
+        except BaseException:
+            self._path_lock.close()
+            raise
         self._wake_read, self._wake_write = socket.socketpair()  # wakes the accept loop on stop()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -111,6 +121,7 @@ class LearnerServer:
                 self.path.unlink()
         except FileNotFoundError:
             pass
+        self._path_lock.close()
 
     def _start_walker(self, connection: socket.socket) -> None:
         with self._lock:

@@ -1,0 +1,36 @@
+"""An exclusive lock that lasts as long as its process: one writer per run directory or socket path."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import TextIO
+
+
+class InUseError(OSError):
+    """Another process holds the lock."""
+
+
+def hold_exclusive(lock_path: str | os.PathLike, busy: str) -> TextIO:
+    """Lock `lock_path` (created if missing) with flock, and write the holder's process and host into it.
+
+    The lock lasts until the returned file is closed or the process dies (the kernel releases it, so a
+    killed run leaves nothing to clean up). If another process holds it, raises InUseError with
+    `busy`, the holder and what to do."""
+    lock_path = Path(lock_path)
+    handle = open(lock_path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise InUseError(f"{busy} ({holder}; lock file {lock_path}): stop that one first, or choose another path") \
+            from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
