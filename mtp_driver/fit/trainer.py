@@ -177,6 +177,12 @@ class Trainer:
         self._last = (parameters.copy(), evaluation)
         return evaluation
 
+    def loss_at(self, parameters: np.ndarray) -> float:
+        """The loss at `parameters`: the last evaluation's if it was there, else a new one (no gradient)."""
+        if self._last is not None and np.array_equal(self._last[0], parameters):
+            return self._last[1].loss
+        return self.evaluate(parameters, gradient=False).loss
+
     def validation(self, parameters: np.ndarray) -> Evaluation | None:
         return None if self.valid_objective is None else self.valid_objective(parameters, gradient=False)
 
@@ -206,10 +212,9 @@ class Trainer:
         """Solve for the species and moment coefficients (kept if that lowers the loss) and whiten
         the "joint" L-BFGS variables with the new least-squares factor."""
         candidate, problem = self.solved(self.parameters)
-        before = self._last[1] if self._last is not None and np.array_equal(self._last[0], self.parameters) \
-            else self.evaluate(self.parameters)
+        before = self.loss_at(self.parameters)
         after = self.evaluate(candidate)
-        if after.loss <= before.loss:
+        if after.loss <= before:
             self.parameters = candidate
         else:
             after = self.evaluate(self.parameters)
@@ -361,7 +366,7 @@ def train(mtp: MTP, train_images: Sequence, valid_images: Sequence | None = None
         on_linear_step(trainer.linear_step())
     if bar is not None:
         bar.close()
-    loss = trainer.evaluate(trainer.parameters, gradient=False).loss
+    loss = trainer.loss_at(trainer.parameters)  # usually the last evaluation's: no extra pass
     return TrainResult(trainer.mtp_of(trainer.parameters), trainer.history, reason[0], trainer.iterations,
                        trainer.evaluations, time.perf_counter() - trainer.started, loss)
 

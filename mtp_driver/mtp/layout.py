@@ -26,11 +26,8 @@ class KernelLayout(NamedTuple):
     monomial_parent: np.ndarray  # (n_mono,) monomial = parent * u[axis]; entry 0 is the constant 1
     monomial_axis: np.ndarray  # (n_mono,)
     monomial_degree: np.ndarray  # (n_mono,) float a + b + c
-    derivative_monomial: np.ndarray  # (3, n_terms) d(u^abc)/du_axis = power * u^lower, padded with power 0
-    derivative_lower: np.ndarray  # (3, n_terms)
-    derivative_power: np.ndarray  # (3, n_terms) float
     raise_monomial: np.ndarray  # (3, n_mono) monomial l + e_axis (0 where there is none, with power 0)
-    raise_power: np.ndarray  # (3, n_mono) float: exponent of the axis in that raised monomial
+    raise_power: np.ndarray  # (3, n_mono) float: its exponent of the axis, so d(u^raised)/du_axis = power * u^l
     raised_length: np.ndarray  # (K,) lowered monomials of mu's prefix are among the first raised_length[mu]
     product_targets: np.ndarray  # (n_targets,) moments that are sums of products, in evaluation order
     product_start: np.ndarray  # (n_targets + 1,) their product terms, CSR
@@ -70,28 +67,20 @@ def kernel_layout(mtp: MTP) -> KernelLayout:
     n_mono = len(monomials)
     parent = np.zeros(n_mono, dtype=np.int64)
     axis = np.zeros(n_mono, dtype=np.int64)
-    derivative = [[], [], []]  # per axis: (monomial, lower, power)
+    raise_table = np.zeros((3, n_mono), dtype=np.int64)
+    raise_power = np.zeros((3, n_mono))
     for k, triple in enumerate(monomials.tolist()):
         for ax in range(3):
             if triple[ax] > 0:
                 lower = index[tuple(v - (ax == a) for a, v in enumerate(triple))]
-                derivative[ax].append((k, lower, triple[ax]))
+                raise_table[ax, lower], raise_power[ax, lower] = k, triple[ax]
                 parent[k], axis[k] = lower, ax  # any lowered neighbour works as parent
-    n_terms = max(1, max(len(d) for d in derivative))
-    derivative_table = np.zeros((3, n_terms, 3), dtype=np.int64)
-    for ax in range(3):
-        if derivative[ax]:
-            derivative_table[ax, : len(derivative[ax])] = derivative[ax]
-    raise_table = np.zeros((3, n_mono), dtype=np.int64)
-    raise_power = np.zeros((3, n_mono))
-    for ax in range(3):
-        for k, lower, power in derivative[ax]:
-            raise_table[ax, lower], raise_power[ax, lower] = k, power
     basic_monomial = np.array([index[tuple(t)] for t in basic[:, 1:4].tolist()], dtype=np.int64)
     prefix_length = np.zeros(mtp.radial_funcs_count, dtype=np.int64)
     np.maximum.at(prefix_length, basic[:, 0], basic_monomial + 1)
-    raised_length = np.array([1 + max((lower for ax in range(3) for k, lower, _ in derivative[ax] if k < length),
-                                      default=-1) for length in prefix_length], dtype=np.int64)
+    raised = raise_power > 0
+    raised_length = np.array([1 + np.nonzero(raised & (raise_table < length))[1].max(initial=-1)
+                              for length in prefix_length], dtype=np.int64)
 
     times = mtp.alpha_index_times
     if np.any(times[:, 0] >= times[:, 3]) or np.any(times[:, 1] >= times[:, 3]):
@@ -105,9 +94,6 @@ def kernel_layout(mtp: MTP) -> KernelLayout:
         monomial_parent=_index_array(parent),
         monomial_axis=_index_array(axis),
         monomial_degree=monomials.sum(axis=1).astype(np.float64),
-        derivative_monomial=_index_array(derivative_table[:, :, 0]),
-        derivative_lower=_index_array(derivative_table[:, :, 1]),
-        derivative_power=np.ascontiguousarray(derivative_table[:, :, 2], dtype=np.float64),
         raise_monomial=_index_array(raise_table),
         raise_power=raise_power,
         raised_length=raised_length,

@@ -225,7 +225,7 @@ def linear_design(types, offsets, neighbors, neighbor_types, vectors, min_dist, 
     n_mono = layout.monomial_parent.shape[0]
     basic_mu, basic_mono, prefix = layout.basic_mu, layout.basic_monomial, layout.prefix_length
     degree, mapping = layout.monomial_degree, layout.mapping
-    d_mono, d_lower, d_power = layout.derivative_monomial, layout.derivative_lower, layout.derivative_power
+    raise_monomial, raise_power = layout.raise_monomial, layout.raise_power
     start_k, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
     targets = layout.product_targets
     n_targets = np.uint64(targets.shape[0])
@@ -282,8 +282,8 @@ def linear_design(types, offsets, neighbors, neighbor_types, vectors, min_dist, 
                 mono = monomials[jj]
                 monomial_grad[:, :] = 0.0
                 for ax in range(3):
-                    for t in range(d_mono.shape[1]):
-                        monomial_grad[ax, d_mono[ax, t]] = d_power[ax, t] * mono[d_lower[ax, t]]
+                    for m in range(n_mono):  # a monomial without raise writes 0 to entry 0 (d(1)/du = 0)
+                        monomial_grad[ax, raise_monomial[ax, m]] = raise_power[ax, m] * mono[m]
                 for b in range(n_basic):
                     mu = basic_mu[b]
                     m = basic_mono[b]
