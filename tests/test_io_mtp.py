@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,76 @@ def test_malformed_file_names_file_and_line(case, tmp_path):
     assert raised.value.line == line
     assert raised.value.path == str(path)
     assert str(raised.value).startswith(f"{path}, line {line}: ")
+
+
+# --- absurd sizes: refused at their line, at once, before anything of that size is allocated ----
+
+def count_set(key: str, value: int, error_shift: int = 0) -> tuple[str, int]:
+    """The toy file with ``key = value`` instead of its own count."""
+    return replaced(key, f"{key} = {value}", error_shift)
+
+
+def first_entry_set(key: str, entry: str) -> tuple[str, int]:
+    """The toy file with the first entry of its ``key = {{...}, ...}`` table replaced by ``entry``."""
+    table = TOY_LINES[line_of(f"{key} =") - 1].partition(" = ")[2]
+    return replaced(f"{key} =", f"{key} = {{{entry}, {table.split('}, ', 1)[1]}")
+
+
+def bomb_cases():
+    """Each case: the toy file with one field edited, the line the error must name, a piece of its message."""
+    huge, big = 10**12, 2**62
+    return {
+        "species_count 1e9": (*count_set("species_count", 10**9), "limit of 128"),
+        "radial_basis_size 1e12": (*count_set("radial_basis_size", huge), "MAX_RADIAL_BASIS_SIZE"),
+        "radial_funcs_count 1e12": (*count_set("radial_funcs_count", huge), "MAX_RADIAL_FUNCS"),
+        "radial_funcs_count 301 for mu = 300": (*count_set("radial_funcs_count", 301), "limit of 32"),
+        "alpha_moments_count 1e12": (*count_set("alpha_moments_count", huge), "MAX_MOMENTS"),
+        "alpha_index_basic_count 1e12": (*count_set("alpha_index_basic_count", huge), "MAX_BASIC_MOMENTS"),
+        "alpha_index_times_count 1e12": (*count_set("alpha_index_times_count", huge), "MAX_PRODUCTS"),
+        "alpha_scalar_moments 1e12": (*count_set("alpha_scalar_moments", huge), "alpha_moments_count = 18"),
+        "alpha_scalar_moments 19 of 18 moments": (*count_set("alpha_scalar_moments", 19), "exceeds alpha_moments_count"),
+        # The basic count, on the next line, is checked against it.
+        "alpha_moments_count below the basic count": (*count_set("alpha_moments_count", 10, 1), "exceeds alpha_moments_count"),
+        "monomial degree 900": (*first_entry_set("alpha_index_basic", "{0, 300, 300, 300}"), "MAX_MONOMIAL_DEGREE"),
+        "monomial degree beyond int64": (*first_entry_set("alpha_index_basic", f"{{0, {big}, {big}, {big}}}"), "limit of 20"),
+        "radial function mu = 300": (*first_entry_set("alpha_index_basic", "{300, 0, 0, 0}"), "radial_funcs_count = 2"),
+        "product target 1e12": (*first_entry_set("alpha_index_times", f"{{0, 0, 1, {huge}}}"), "outside 0..alpha_moments_count"),
+        "product before its factor": (*first_entry_set("alpha_index_times", "{12, 0, 1, 11}"), "after both its factors"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bomb_cases()) if TOY.exists() else [])
+def test_absurd_size_fails_at_its_line_within_a_second(case, tmp_path):
+    text, line, message = bomb_cases()[case]
+    path = tmp_path / "bomb.mtp"
+    path.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(MLIPFormatError) as raised:
+        read_mtp(path)
+    assert time.perf_counter() - start < 1.0
+    assert str(raised.value).startswith(f"{path}, line {line}: ")
+    assert message in raised.value.reason
+
+
+@pytest.mark.parametrize("entries, message", [("many", "expected 14 entries"), ("long", "expected 56 numbers")])
+def test_a_very_long_list_line_fails_in_linear_time(entries, message, tmp_path):
+    """A million numbers where 14 entries of 4 are declared: many entries, or one very long entry."""
+    if entries == "many":
+        rows = "{0, 0, 1, 11}, " * 250_000
+    else:
+        rows = "{" + "0, " * 1_000_000 + "11}, " + "{0, 0, 1, 11}, " * 13
+    text, line = replaced("alpha_index_times =", "alpha_index_times = {" + rows[:-2] + "}")
+    path = tmp_path / "long.mtp"
+    path.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(MLIPFormatError) as raised:
+        read_mtp(path)
+    assert time.perf_counter() - start < 1.0
+    assert raised.value.line == line and message in raised.value.reason
+
+
+def test_write_refuses_a_model_beyond_the_limits_read_mtp_enforces(tmp_path):
+    model = read_mtp(TOY)
+    with pytest.raises(ValueError, match="MAX_RADIAL_BASIS_SIZE"):
+        write_mtp(model.copy(radial_basis_size=65, radial_coeffs=np.zeros((1, 1, 2, 65))), tmp_path / "x.mtp")
+    assert list(tmp_path.iterdir()) == []

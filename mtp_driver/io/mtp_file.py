@@ -38,6 +38,10 @@ That last point is why ``species_symbols`` goes at the very end: MLIP-2 and MLIP
 They refuse a file whose largest radial function index in ``alpha_index_basic`` is not
 ``radial_funcs_count - 1``; this reader refuses it too, with the line.
 
+Declared sizes above the ``MAX_*`` limits below are refused at their line before anything of that
+size is allocated, so a damaged file fails at once instead of exhausting memory in the reader or
+the kernels.
+
 Numbers are written with ``repr``, the shortest text that reads back to the same double, so
 ``read_mtp(write_mtp(mtp))`` reproduces every array bit for bit.
 """
@@ -46,6 +50,8 @@ from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
+
 import numpy as np
 
 from mtp_driver.io.atomic import atomic_write
@@ -55,6 +61,36 @@ from mtp_driver.mtp.model import MTP
 
 SUPPORTED_VERSION = "1.1.0"
 SUPPORTED_RADIAL_BASIS = "RBChebyshev"
+
+# Limits on declared sizes, with a wide margin over real potentials (a larger basis needs a change here).
+MAX_SPECIES = 128  # one type per chemical element, and there are 118
+MAX_RADIAL_BASIS_SIZE = 64  # MLIP's default, `mtp-driver init`'s and every file in shared/data: 8
+MAX_RADIAL_FUNCS = 32  # MLIP's bases of levels 2..28 use at most 6
+MAX_MOMENTS = 100_000  # the level-28 basis (the largest of MLIP and `mtp-driver init`) has 15,992
+MAX_BASIC_MOMENTS = 10_000  # the level-28 basis has 866
+MAX_PRODUCTS = 1_000_000  # the level-28 basis has 181,327 rows in alpha_index_times
+MAX_MONOMIAL_DEGREE = 20  # MLIP's bases use moments of rank at most 10
+
+
+class _Limit(NamedTuple):
+    value: int
+    constant: str  # the name of the constant, for the message
+    real: str  # what real potentials have
+
+    def exceeded(self, what: str, found: int) -> str:
+        return (f"{what} = {found} exceeds the limit of {self.value} ({self.real}); if a genuine potential is "
+                f"this large, raise {self.constant} in mtp_driver/io/mtp_file.py")
+
+
+_LIMITS = {
+    "species_count": _Limit(MAX_SPECIES, "MAX_SPECIES", "a real potential has at most one type per chemical element, 118"),
+    "radial_basis_size": _Limit(MAX_RADIAL_BASIS_SIZE, "MAX_RADIAL_BASIS_SIZE", "real potentials use 8 or so"),
+    "radial_funcs_count": _Limit(MAX_RADIAL_FUNCS, "MAX_RADIAL_FUNCS", "MLIP's bases up to level 28 use at most 6"),
+    "alpha_moments_count": _Limit(MAX_MOMENTS, "MAX_MOMENTS", "a level-28 potential, the largest MLIP ships, has 15992"),
+    "alpha_index_basic_count": _Limit(MAX_BASIC_MOMENTS, "MAX_BASIC_MOMENTS", "a level-28 potential has 866"),
+    "alpha_index_times_count": _Limit(MAX_PRODUCTS, "MAX_PRODUCTS", "a level-28 potential has 181327"),
+    "monomial degree": _Limit(MAX_MONOMIAL_DEGREE, "MAX_MONOMIAL_DEGREE", "MLIP's bases use degrees up to 10"),
+}
 
 _BRACES_AND_COMMAS_TO_SPACES = str.maketrans("{},", "   ")
 
@@ -95,6 +131,15 @@ def check_writable(mtp: MTP) -> None:
         )
     if mtp.species is not None:
         checked_species(mtp.species)
+    basic, times = mtp.alpha_index_basic, mtp.alpha_index_times
+    sizes = {"species_count": mtp.species_count, "radial_basis_size": mtp.radial_basis_size,
+             "radial_funcs_count": mtp.radial_funcs_count, "alpha_moments_count": mtp.alpha_moments_count,
+             "alpha_index_basic_count": len(basic), "alpha_index_times_count": len(times),
+             "monomial degree": int(basic[:, 1:].sum(axis=1).max(initial=0))}
+    for what, size in sizes.items():
+        limit = _LIMITS[what]
+        if size > limit.value:
+            raise ValueError(f"read_mtp would refuse this model: {limit.exceeded(what, size)}")
     for name in ("scaling", "min_dist", "max_dist", "radial_coeffs", "species_coeffs", "moment_coeffs"):
         value = getattr(mtp, name)
         if value is not None and not np.all(np.isfinite(value)):
@@ -189,11 +234,16 @@ class _MTPReader:
         if self.next_key() == "radial_coeffs":
             radial_coeffs = self.radial_coeffs(species_count, radial_funcs_count, radial_basis_size)
         alpha_moments_count = self.positive_int("alpha_moments_count")
-        alpha_index_basic = self.index_table("alpha_index_basic")
+        n_basic = self.count_value("alpha_index_basic_count")
+        self.check_within_moments("alpha_index_basic_count", n_basic, alpha_moments_count,
+                                  "the basic moments are the first of the moments")
+        alpha_index_basic = self.index_table("alpha_index_basic", n_basic)
         self.check_basic(alpha_index_basic, radial_funcs_count)
-        alpha_index_times = self.index_table("alpha_index_times")
-        self.check_times(alpha_index_times, alpha_moments_count, len(alpha_index_basic))
+        alpha_index_times = self.index_table("alpha_index_times", self.count_value("alpha_index_times_count"))
+        self.check_times(alpha_index_times, alpha_moments_count, n_basic)
         n_scalar = self.count_value("alpha_scalar_moments")
+        self.check_within_moments("alpha_scalar_moments", n_scalar, alpha_moments_count,
+                                  "each scalar basis function is a different moment")
         number, text = self.value("alpha_moment_mapping")
         mapping = self.numbers(number, text, "alpha_moment_mapping", (n_scalar,), int)
         self.check_range(number, mapping, alpha_moments_count, "alpha_moment_mapping", "alpha_moments_count")
@@ -248,10 +298,14 @@ class _MTPReader:
         return self.float_value(key) if self.next_key() == key else 1.0
 
     def count_value(self, key: str) -> int:
+        """A non-negative integer, within its limit in ``_LIMITS`` if it has one."""
         number, text = self.value(key)
         count = self.lines.to_int(text, number, key)
         if count < 0:
             raise self.lines.error(number, f"{key} must not be negative, got {count}")
+        limit = _LIMITS.get(key)
+        if limit is not None and count > limit.value:
+            raise self.lines.error(number, limit.exceeded(key, count))
         return count
 
     def positive_int(self, key: str) -> int:
@@ -279,9 +333,8 @@ class _MTPReader:
             raise self.lines.error(number, f"expected {expected} numbers{per_group} in {what}, got {len(tokens)}")
         return self.lines.to_array(tokens, kind, what, lambda _: number).reshape(shape)
 
-    def index_table(self, key: str) -> np.ndarray:
-        """The ``key_count = n`` line and the ``key = {{...}, ...}`` line after it, as an (n, 4) array."""
-        count = self.count_value(f"{key}_count")
+    def index_table(self, key: str, count: int) -> np.ndarray:
+        """The ``key = {{...}, ...}`` line of ``count`` entries, as a (count, 4) array."""
         number, text = self.value(key)
         return self.numbers(number, text, key, (count, 4), int)
 
@@ -292,7 +345,7 @@ class _MTPReader:
     def radial_coeffs(self, species_count: int, radial_funcs_count: int, radial_basis_size: int) -> np.ndarray:
         lines = self.lines
         lines.next("radial_coeffs")
-        coeffs = np.empty((species_count, species_count, radial_funcs_count, radial_basis_size))
+        rows = []  # not preallocated: memory grows only with the rows the file really holds
         for central in range(species_count):
             for neighbour in range(species_count):
                 label = f"{central}-{neighbour}"
@@ -302,8 +355,8 @@ class _MTPReader:
                 for mu in range(radial_funcs_count):
                     what = f"radial function {mu} of block {label} ({radial_basis_size} coefficients)"
                     number, text = lines.next(what)
-                    coeffs[central, neighbour, mu] = self.numbers(number, text, what, (radial_basis_size,), float)
-        return coeffs
+                    rows.append(self.numbers(number, text, what, (radial_basis_size,), float))
+        return np.array(rows).reshape(species_count, species_count, radial_funcs_count, radial_basis_size)
 
     def species_symbols(self, species_count: int) -> tuple[str, ...]:
         number, text = self.value("species_symbols")
@@ -317,7 +370,13 @@ class _MTPReader:
         except ValueError as problem:
             raise self.lines.error(number, str(problem)) from None
 
-    # --- index ranges, so that the kernels never index out of bounds ---------------------------
+    # --- sizes and index ranges, so that the kernels never index out of bounds -----------------
+
+    def check_within_moments(self, key: str, count: int, alpha_moments_count: int, why: str) -> None:
+        if count > alpha_moments_count:
+            raise self.lines.error(
+                self.lines.line, f"{key} = {count} exceeds alpha_moments_count = {alpha_moments_count} ({why}): "
+                                 "one of the two counts is wrong")
 
     def check_range(self, number: int, values: np.ndarray, limit: int, what: str, limit_name: str) -> None:
         if len(values) and (values.min() < 0 or values.max() >= limit):
@@ -328,6 +387,11 @@ class _MTPReader:
         number = self.lines.line
         if len(basic) and basic.min() < 0:
             raise self.lines.error(number, "alpha_index_basic contains a negative index")
+        degrees = np.minimum(basic[:, 1:], MAX_MONOMIAL_DEGREE + 1).sum(axis=1)  # capped: the sum cannot overflow
+        if len(basic) and degrees.max() > MAX_MONOMIAL_DEGREE:
+            row = basic[degrees.argmax()].tolist()
+            reason = _LIMITS["monomial degree"].exceeded("monomial degree", sum(row[1:]))
+            raise self.lines.error(number, f"alpha_index_basic entry {row}: {reason}")
         if len(basic) and basic[:, 0].max() != radial_funcs_count - 1:
             raise self.lines.error(
                 number,
@@ -340,3 +404,7 @@ class _MTPReader:
         self.check_range(number, times[:, [0, 1, 3]].ravel(), alpha_moments_count, "alpha_index_times", "alpha_moments_count")
         if len(times) and times[:, 3].min() < n_basic:
             raise self.lines.error(number, "alpha_index_times writes into a basic moment (target index < alpha_index_basic_count)")
+        early = np.flatnonzero(np.maximum(times[:, 0], times[:, 1]) >= times[:, 3])
+        if len(early):
+            raise self.lines.error(number, f"alpha_index_times entry {times[early[0]].tolist()} (p, q, multiplicity, k) "
+                                           "has a factor p or q >= k: a product must come after both its factors")
