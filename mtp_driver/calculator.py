@@ -9,7 +9,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
 
-from .io.species import checked_species
+from .io.species import checked_species, foreign_symbols
 from .mtp.evaluate import evaluate
 from .mtp.layout import kernel_layout
 from .mtp.model import MTP
@@ -48,6 +48,8 @@ class MTPCalculator(Calculator):
     close_contact_factor:
         Pairs closer than ``close_contact_factor * min_dist`` raise `CloseContactError`: the
         Chebyshev basis grows without bound below ``min_dist``, so such forces are meaningless.
+        Non-finite, huge or flat cells and atoms absurdly far away raise
+        `mtp_driver.geometry.UnphysicalCell` before any neighbour search.
     active_set:
         An `mtp_driver.active.ActiveSet` built for this potential, or the path of one saved with
         `save_active_set`. Then every call also grades the structure, in the same kernel pass.
@@ -105,12 +107,11 @@ class MTPCalculator(Calculator):
     def types_of(self, atoms) -> np.ndarray:
         """Type index of each atom; a clear error for elements the potential does not know."""
         numbers = atoms.get_atomic_numbers()
-        known = np.array(list(self._type_of_number))
-        missing = np.setdiff1d(np.unique(numbers), known)
-        if len(missing):
-            symbols = sorted({atoms.get_chemical_symbols()[i] for i in np.flatnonzero(np.isin(numbers, missing))})
-            raise ValueError(f"the structure contains {symbols}, which the potential does not know "
+        foreign = foreign_symbols(numbers, self.species)
+        if foreign:
+            raise ValueError(f"the structure contains {foreign}, which the potential does not know "
                              f"(its species are {self.species})")
+        known = np.array(list(self._type_of_number))
         lookup = np.zeros(known.max() + 1, dtype=np.int64)
         lookup[known] = [self._type_of_number[n] for n in known]
         return lookup[numbers]
@@ -119,10 +120,6 @@ class MTPCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         positions = atoms.get_positions()
-        bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
-        if len(bad):
-            raise ValueError(f"non-finite positions for atoms {bad[:10].tolist()}"
-                             + (" ..." if len(bad) > 10 else ""))
         cell = atoms.cell.array
         pbc = atoms.pbc
         types = self.types_of(atoms)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from ase.data import atomic_numbers
+from ase.data import atomic_numbers, chemical_symbols
 
 MLIP_TYPE_ARRAY = "mlip_type"  # atoms.arrays key of the MLIP type of each atom, when no species map is given
 
@@ -34,6 +34,13 @@ def checked_species(species: Sequence[str]) -> tuple[str, ...]:
     if len(set(symbols)) != len(symbols):
         raise ValueError(f"species {list(symbols)} lists a symbol twice")
     return symbols
+
+
+def foreign_symbols(numbers, species: Sequence[str]) -> list[str]:
+    """The elements among atomic `numbers` that are not in `species`, as sorted symbols ('Z=0' for non-elements)."""
+    known = {atomic_numbers[s] for s in species}
+    foreign = set(np.unique(numbers).tolist()) - known
+    return sorted(chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}" for z in foreign)
 
 
 def atom_types(atoms, species: Sequence[str] | None) -> np.ndarray:

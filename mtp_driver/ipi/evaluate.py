@@ -132,6 +132,12 @@ class Evaluator:
     def _check_distances(self, pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
         import vesin
 
+        from mtp_driver.geometry import UnphysicalCell, check_geometry
+
+        try:  # vesin dies of SIGFPE on some cells: refuse them first
+            check_geometry(pos, np.where(np.asarray(pbc)[:, None], cell, 0.0), pbc, max(self.min_distance, MIN_SEARCH_CUTOFF))
+        except UnphysicalCell as exc:
+            raise DriverError(f"request {self.calls + 1}: {exc}") from exc
         search = vesin.NeighborList(
             cutoff=max(self.min_distance, MIN_SEARCH_CUTOFF), full_list=False, n_threads=1
         )

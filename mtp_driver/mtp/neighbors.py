@@ -8,6 +8,8 @@ import numpy as np
 import vesin
 from numba import njit
 
+from mtp_driver.geometry import check_geometry
+
 
 class NeighborList(NamedTuple):
     centers: np.ndarray  # (P,) int64, sorted
@@ -25,11 +27,13 @@ class NeighborList(NamedTuple):
 
 def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
     """All pairs (i, j, image) with |r_j - r_i + shift| < cutoff, every periodic image included
-    (cells smaller than twice the cutoff too); `pbc` is one bool or three."""
+    (cells smaller than twice the cutoff too); `pbc` is one bool or three. Raises `UnphysicalCell`
+    for a structure vesin would crash, hang or run out of memory on (`mtp_driver.geometry.check_geometry`)."""
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     box = np.array(cell, dtype=np.float64).reshape(3, 3)
     box[~periodic] = 0.0  # vesin ignores the box along open directions only when they are zero
+    check_geometry(positions, box, periodic, cutoff)
     # vesin's own sorting costs more than the whole unsorted search; a counting sort is O(pairs)
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=False)
     centers, neighbors, vectors = calculator.compute(
