@@ -51,3 +51,22 @@ class SlowEMT(EMT):
 
         time.sleep(self.delay)
         super().calculate(atoms, properties, system_changes)
+
+
+class RelaxingEMT(EMT):
+    """EMT that moves the atoms it is given before computing, as a calculator running a relaxation would."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        atoms.positions += 0.05
+        super().calculate(atoms, properties, system_changes)
+
+
+class NoStressEMT(EMT):
+    implemented_properties = ["energy", "free_energy", "energies", "forces"]
+
+
+class BrokenConstructor(EMT):
+    """A calculator that cannot even be built (a missing license, a bad keyword)."""
+
+    def __init__(self, **kwargs):
+        raise RuntimeError("no license for this code (simulated)")

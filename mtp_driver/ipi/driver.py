@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from ase import Atoms
@@ -217,12 +218,17 @@ def make_driver(
     return Driver(evaluator, **options)
 
 
-def run(driver: Driver, endpoint: Endpoint, *, connect_timeout: float = 60.0) -> int:
-    """Serves in the main thread with SIGTERM/SIGINT as graceful stops; returns an exit code."""
-    handlers = {
-        sig: signal.signal(sig, lambda num, frame: driver.stop(f"received {signal.Signals(num).name}"))
-        for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+def run(driver: Driver, endpoint: Endpoint, *, connect_timeout: float = 60.0,
+        on_signal: Callable[[], None] | None = None) -> int:
+    """Serves in the main thread with SIGTERM/SIGINT as graceful stops, which also call `on_signal`
+    (e.g. a learner stopping its reference calls); returns an exit code."""
+
+    def graceful(number, frame):
+        driver.stop(f"received {signal.Signals(number).name}")
+        if on_signal is not None:
+            on_signal()
+
+    handlers = {sig: signal.signal(sig, graceful) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         driver.serve(endpoint, connect_timeout)
     except DriverError:

@@ -4,31 +4,113 @@ Every structure is recorded in the journal before its call and every result is s
 is returned, so a killed run neither loses nor repeats a call. A structure that fails `retries`
 + 1 times is quarantined (never trained on) and the run goes on, until more than
 `failure_budget` structures have failed: then `LearningStopped` says so.
+
+Every attempt runs in RUN/scratch/KEY-N, removed after a success and kept (with `failure.txt`, the
+traceback) after a failure, whose message names it. Any exception of an attempt is a failed attempt.
+Reference commands and pool workers run in process groups of their own that are killed when the
+learner stops or dies (`processes.py`). A stop (`interrupt`, Ctrl-C) fails no attempt: interrupted
+calls stay pending and are made at the next start. A pool whose worker died (out of memory) is replaced;
+the call that worker ran is one failed attempt, the calls stopped with the pool are made again.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
+import signal
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
-from typing import Sequence
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import NamedTuple, Sequence
 
 from ase import Atoms
 
 from .journal import Journal, structure_key
+from .processes import Group, Groups, Reaper
 from .reference import Reference, ReferenceFailure
+
+FAILURE = "failure.txt"  # in the kept directory of a failed attempt: what went wrong
+INTERRUPTED = ".interrupted"  # suffix of the directory of an attempt stopped with its pool worker
 
 
 class LearningStopped(RuntimeError):
     """The run cannot go on (too many failed reference calls); the message says what to do."""
 
 
-def _compute(reference: Reference, atoms: Atoms) -> tuple[Atoms | None, str | None, float]:
+class CallsInterrupted(LearningStopped):
+    """The learner was stopped (Ctrl-C, SIGTERM) during reference calls; they stay pending."""
+
+
+class Outcome(NamedTuple):
+    """One attempt: the labelled structure, or why it failed; neither when the call did not run or
+    was stopped, which is no failed attempt: the call is made again."""
+
+    labelled: Atoms | None
+    failure: str | None
+    seconds: float
+
+
+NOT_RUN = Outcome(None, None, 0.0)
+_attempt: Path | None = None  # the directory of the attempt this process is making, for _leave_attempt
+
+
+def _compute(reference: Reference, atoms: Atoms, directory: Path, groups: Groups) -> Outcome:
+    """One attempt in `directory`, made here (so it marks a started attempt): removed after a success,
+    kept with FAILURE (the traceback) after any exception."""
+    global _attempt
     started = time.perf_counter()
+    directory.mkdir(parents=True)
+    _attempt = directory
     try:
-        return reference.compute(atoms), None, time.perf_counter() - started
-    except ReferenceFailure as exc:
-        return None, str(exc), time.perf_counter() - started
+        labelled, failure = reference.compute(atoms, directory, groups), None
+    except Exception as exc:  # a calculator's own bug too: a failed attempt, retried, then quarantined
+        labelled, failure = None, str(exc) if isinstance(exc, ReferenceFailure) else f"{type(exc).__name__}: {exc}"
+        (directory / FAILURE).write_text(traceback.format_exc())
+    finally:
+        _attempt = None
+    seconds = time.perf_counter() - started
+    if labelled is None:
+        return Outcome(None, f"{failure} (kept {directory} for inspection)", seconds)
+    shutil.rmtree(directory)
+    return Outcome(labelled, None, seconds)
+
+
+def _start_worker(groups: Groups) -> None:
+    """Initializer of a pool worker."""
+    os.setpgid(0, 0)  # a recorded group of its own: a stop, the reaper or a restart kill it with all it started
+    groups.add(Group.led_by(os.getpid()))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops its workers itself
+    signal.signal(signal.SIGTERM, _leave_attempt)
+
+
+def _leave_attempt(number, frame) -> None:
+    """SIGTERM: the learner stops, or the pool does because another worker died; either way this
+    attempt did not fail, and its directory tells the learner so."""
+    try:
+        if _attempt is not None:
+            os.replace(_attempt, _attempt.with_name(_attempt.name + INTERRUPTED))
+    finally:
+        os._exit(128 + number)  # whatever happened: the pool waits for this worker to end
+
+
+def _after_break(directory: Path) -> Outcome:
+    """The outcome of a call whose pool broke: a failed attempt if it ran in the worker that died (its
+    directory is still there), else not run."""
+    if not directory.exists():  # never started, or stopped with the pool
+        return _forget(directory)
+    reason = f"the reference worker making this call died (killed by a signal: out of memory?); kept {directory}"
+    (directory / FAILURE).write_text(reason + "\n")
+    return Outcome(None, reason, 0.0)
+
+
+def _forget(directory: Path) -> Outcome:
+    """A call that did not run or was stopped: nothing of it is kept."""
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(directory.with_name(directory.name + INTERRUPTED), ignore_errors=True)
+    return NOT_RUN
 
 
 class ReferenceCalls:
@@ -46,6 +128,11 @@ class ReferenceCalls:
         self.done = journal.completed()  # read once: this object adds every later result
         self.calls = 0  # calls made by this process (restarts do not repeat finished ones)
         self._pool = None
+        self.groups = Groups(journal.run_dir / "processes")
+        self.scratch = journal.run_dir / "scratch"
+        self._reaper: Reaper | None = None
+        self._interrupted = False  # a plain flag: set from signal handlers
+        self._clear_leftovers()
 
     def key(self, atoms: Atoms) -> str:
         return structure_key(atoms, self.fingerprint)
@@ -58,15 +145,21 @@ class ReferenceCalls:
         todo = {}
         for key, atoms in zip(keys, structures):
             if key not in done and key not in todo:
-                self.journal.select(key, atoms, **fields)
+                self.journal.select(key, atoms, self.fingerprint, **fields)
                 todo[key] = atoms
         reasons: dict[str, list[str]] = {key: [] for key in todo}
         while todo:
-            outcomes = self._map(list(todo.values()))
+            if self._interrupted:
+                raise CallsInterrupted(
+                    f"the learner was stopped during reference calls: {len(todo)} interrupted call(s) stay pending "
+                    f"(in {self.journal.run_dir / 'pending'}) and are made when the same command is run again")
+            outcomes = self._map(todo)
             for (key, atoms), (labelled, failure, seconds) in zip(list(todo.items()), outcomes):
+                if labelled is None and failure is None:
+                    continue  # did not run, or stopped: made again, not a failed attempt
                 self.calls += 1
                 if labelled is not None:
-                    self.journal.complete(key, labelled, seconds)
+                    self.journal.complete(key, labelled, seconds, self.fingerprint)
                     done[key] = labelled
                     del todo[key]
                     continue
@@ -83,23 +176,80 @@ class ReferenceCalls:
                 "fix the reference settings (or raise the budget) and restart: finished calls are kept")
         return [(key, done[key]) for key in dict.fromkeys(keys) if key in done]
 
-    def _map(self, structures: list[Atoms]) -> list:
-        if self.workers <= 1 or len(structures) == 1:
-            return [_compute(self.reference, atoms) for atoms in structures]
+    def _map(self, todo: dict[str, Atoms]) -> list[Outcome]:
+        """One attempt at each call of `todo`, in order; calls a stop cut short come back as NOT_RUN."""
+        directories = [self._attempt_directory(key) for key in todo]
+        if self._reaper is None and (self.reference.command is not None or self.workers > 1):
+            # not PR_SET_PDEATHSIG: it reaches only a direct child (no mpirun rank), whose parent is a pool worker
+            self._reaper = Reaper(self.groups)
+        if self.workers <= 1 or len(todo) == 1:
+            outcomes = [NOT_RUN if self._interrupted else _compute(self.reference, atoms, directory, self.groups)
+                        for atoms, directory in zip(todo.values(), directories)]
+        else:
+            outcomes = self._pool_map(list(todo.values()), directories)
+        if not self._interrupted:
+            return outcomes
+        # the stop killed them: no failed attempts, nothing to inspect
+        return [outcome if outcome.labelled is not None else _forget(directory)
+                for outcome, directory in zip(outcomes, directories)]
+
+    def _pool_map(self, structures: list[Atoms], directories: list[Path]) -> list[Outcome]:
         if self._pool is None:
             # forkserver: the learner holds Numba threads and sockets, which fork would copy
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
-        futures = [self._pool.submit(_compute, self.reference, atoms) for atoms in structures]
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                                             initializer=_start_worker, initargs=(self.groups,))
+        try:
+            futures = [self._pool.submit(_compute, self.reference, atoms, directory, self.groups)
+                       for atoms, directory in zip(structures, directories)]
+        except BrokenProcessPool:  # a worker died while idle: a new pool at the next round
+            self._drop_broken_pool()
+            return [_after_break(directory) for directory in directories]
         outcomes = []
-        for future in futures:
+        for future, directory in zip(futures, directories):
             try:
                 outcomes.append(future.result())
-            except Exception as exc:  # a worker died (killed, out of memory): a failed call, and a new pool
-                outcomes.append((None, f"reference worker failed: {type(exc).__name__}: {exc}", 0.0))
-                self.close()
+            except BrokenProcessPool:  # a worker died, and the executor stopped every call still open
+                self._drop_broken_pool()
+                outcomes.append(_after_break(directory))
+            except Exception as exc:  # e.g. a result that cannot be pickled: a failed attempt like any other
+                outcomes.append(Outcome(None, f"the reference worker failed: {type(exc).__name__}: {exc}", 0.0))
         return outcomes
 
+    def _drop_broken_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()  # returns once the executor has ended every worker
+            self._pool = None
+            self.groups.kill_all()  # the commands those workers left running
+
+    def _attempt_directory(self, key: str) -> Path:
+        """RUN/scratch/KEY-N, N the first number that no earlier attempt (a kept failure of an earlier run
+        too) has taken."""
+        number = 1
+        while (self.scratch / f"{key}-{number}").exists():
+            number += 1
+        return self.scratch / f"{key}-{number}"
+
+    def _clear_leftovers(self) -> None:
+        """What a killed learner left: the process groups its reaper did not get to, and the directories
+        of its unfinished attempts (those of failed ones are kept)."""
+        self.groups.kill_all()
+        if self.scratch.is_dir():
+            for directory in self.scratch.iterdir():
+                if not (directory / FAILURE).exists():
+                    shutil.rmtree(directory)
+
+    def interrupt(self) -> None:
+        """Stop the running calls now (safe from signal handlers): they stay pending, and `compute`
+        raises CallsInterrupted instead of making more."""
+        self._interrupted = True
+        self.groups.kill_all()
+
     def close(self) -> None:
+        """Stop every process this object started (calls still running stay pending)."""
+        self.groups.kill_all()
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None

@@ -270,13 +270,15 @@ def _refuse_if_answered(path: Path) -> None:
 
 def run(server: LearnerServer, learner) -> None:
     """Serves `learner` until SIGINT/SIGTERM (or the walkers' leaving, if the server stops then),
-    then closes it (final refit). A second signal ends the process at once; the journal keeps
-    every finished reference call for a restart."""
+    then closes it (final refit). A signal stops the running reference calls, which stay pending
+    for a restart (their walkers get a `CallsInterrupted` error). A second signal ends the process
+    at once; the journal keeps every finished reference call for a restart."""
 
     def graceful(number, frame):
         for sig, old in handlers.items():
             signal.signal(sig, old)
         server.stop(f"received {signal.Signals(number).name}")
+        learner.interrupt()
 
     handlers = {sig: signal.signal(sig, graceful) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
