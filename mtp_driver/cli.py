@@ -160,6 +160,7 @@ def _add_learning_arguments(p) -> None:
 
     from mtp_driver.ipi.options import json_object
     from mtp_driver.learn.settings import ANSWERS, GRADE_MODES, LearnSettings
+    from mtp_driver.learn.theory import DECISIONS
 
     p.add_argument("potential", metavar="POT.mtp", help="starting potential (untrained from `init`, or trained)")
     p.add_argument("--species", required=True, help="chemical symbols of the potential's types, e.g. Cu,Ag")
@@ -171,6 +172,9 @@ def _add_learning_arguments(p) -> None:
     reference.add_argument("--reference-command", metavar="CMD",
                            help="external command run in a fresh directory: reads input.extxyz, writes output.extxyz")
     p.add_argument("--reference-kwargs", type=json_object, default={}, metavar="JSON")
+    p.add_argument("--reference-changed", choices=DECISIONS,
+                   help="RUN_DIR holds results of other reference settings: 'drop' trains only on results of the new "
+                   "settings, 'keep' adopts the old ones (the change does not alter results); asked when needed")
     defaults = LearnSettings()
     for name in (field.name for field in dataclasses.fields(LearnSettings)):
         default = getattr(defaults, name)
@@ -197,7 +201,7 @@ def _learner_from_args(args):
     settings = LearnSettings(species=parse_species(args.species), reference=reference,
                              **{name: getattr(args, name) for name in names})
     training = read_training_structures(args.training, settings.species) if args.training else ()
-    return Learner(args.potential, args.run_dir, settings, training=training)
+    return Learner(args.potential, args.run_dir, settings, training=training, reference_changed=args.reference_changed)
 
 
 def _add_learn(commands) -> None:
@@ -227,7 +231,8 @@ def _learn(args) -> int:
         print(f"mtp-driver learn: error: {exc}", file=sys.stderr)
         learner.close(final_refit=False)
         return 2
-    code = run(driver, endpoint_from_args(args), connect_timeout=args.connect_timeout)
+    # Ctrl-C also stops the reference calls: they stay pending, and the request held for them ends the session
+    code = run(driver, endpoint_from_args(args), connect_timeout=args.connect_timeout, on_signal=learner.interrupt)
     print(f"i-PI/ASE finished ({code}); final refit on {len(learner.training)} reference structures ...",
           file=sys.stderr)
     learner.close()
@@ -241,7 +246,8 @@ def _add_learn_server(commands) -> None:
         description="Learn on the fly as `learn` does, for walkers that connect to a local UNIX socket: each "
         "`mtp-driver serve --learner SOCKET` process (a PIMD bead driver, an independent MD run) is one walker. "
         "Candidates of all walkers are pooled, no structure is computed twice, only a walker that extrapolates "
-        "waits. SIGINT/SIGTERM stop: requests being answered are finished, then the final refit is written.",
+        "waits. SIGINT/SIGTERM stop: reference calls are stopped (they stay pending for a restart), the other "
+        "requests being answered are finished, then the final refit is written.",
     )
     _add_learning_arguments(p)
     p.add_argument("--socket", metavar="PATH",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -20,7 +21,14 @@ def hold_exclusive(lock_path: str | os.PathLike, busy: str) -> TextIO:
     killed run leaves nothing to clean up). If another process holds it, raises InUseError with
     `busy`, the holder and what to do."""
     lock_path = Path(lock_path)
-    handle = open(lock_path, "a+", encoding="utf-8")
+    try:  # O_NOFOLLOW: a symbolic link planted at the lock path must not make us write through it
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise OSError(exc.errno, f"the lock file {lock_path} is a symbolic link: remove it (nobody should have "
+                                 "placed one there) and start again") from None
+    handle = os.fdopen(descriptor, "r+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -4,14 +4,20 @@ Layout of a run directory:
 
     journal.jsonl        one JSON event per line, appended and fsynced before the action it announces
     pending/KEY.json     a structure selected for a reference call, written before the call starts
-    references/KEY.json  a finished reference result, written (fsync, atomic rename) before it is used
+    references/KEY.json  a finished reference result with the fingerprint of the reference settings that
+                         computed it, written (fsync, atomic rename) before it is used
     quarantine/KEY.json  a structure whose reference calls failed, with the reasons
     initial_training.json  the labelled structures the run started from, if any
     lock                 locked (flock) by the learner writing here, and naming its process
+    scratch/KEY-N/       where attempt N of a call runs: removed after a success, kept after a failure
+    processes/           the process groups of running reference calls (`processes.py`)
 
 KEY is a hash of the species, positions, cell, periodicity and the reference settings, so a
 restart never repeats a finished call, and pending calls of a killed run are made on restart.
 Structure files hold exact float64 values (JSON floats round-trip), never pickles.
+
+Only the learner, holding `lock`, writes (`Journal`); reports and the refit process read with
+`JournalReader`, which never changes a file and skips (naming it) a line it cannot read.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -59,14 +67,105 @@ def atoms_from_dict(data: dict) -> Atoms:
     return atoms
 
 
-class Journal:
-    """Append-only event log plus one file per selected, finished or quarantined structure."""
+class JournalWarning(UserWarning):
+    """A line of journal.jsonl or a structure file that could not be read and was skipped."""
+
+
+class StoredStructure(NamedTuple):
+    """A structure of the run directory: a finished result (with energy, forces, stress) or a pending one."""
+
+    key: str
+    atoms: Atoms
+    fingerprint: str | None  # of the reference settings it is (to be) computed with; None in older runs
+
+
+class JournalReader:
+    """Read-only view of a run directory: safe while a learner is writing it."""
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "journal.jsonl"
+
+    def events(self) -> list[dict]:
+        """Every readable event in order; a torn or malformed line anywhere is skipped with a JournalWarning."""
+        if not self.path.exists():
+            return []
+        content = self.path.read_bytes()
+        events = []
+        for number, line in enumerate(content.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict) or "event" not in event:
+                torn = number == content.count(b"\n") + 1
+                warnings.warn(f"{self.path}: skipped line {number}, "
+                              + ("cut short (a write in progress, or a killed run)" if torn else "not a journal event"),
+                              JournalWarning, stacklevel=2)
+                continue
+            events.append(event)
+        return events
+
+    def results(self) -> list[StoredStructure]:
+        """Every finished reference result, in the order the journal recorded them (results written just
+        before a kill, whose event line is missing, come last, by key)."""
+        stored = {path.stem: path for path in (self.run_dir / "references").glob("*.json")}
+        order = [event["key"] for event in self.events() if event["event"] == "reference" and "key" in event]
+        keys = [key for key in dict.fromkeys(order) if key in stored]
+        keys += sorted(set(stored) - set(keys))
+        results = []
+        for key in keys:
+            data = self._load(stored[key])
+            if data is not None:
+                results.append(StoredStructure(key, atoms_from_dict(data), data.get("reference")))
+        return results
+
+    def completed(self) -> dict[str, Atoms]:
+        """Every finished reference result by key, whatever reference computed it, in journal order."""
+        return {result.key: result.atoms for result in self.results()}
+
+    def pending(self) -> dict[str, StoredStructure]:
+        """Structures selected by an earlier (killed) run whose call did not finish (no energy yet)."""
+        done = set(self._keys("references")) | set(self._keys("quarantine"))
+        pending = {}
+        for path in sorted((self.run_dir / "pending").glob("*.json")):
+            data = None if path.stem in done else self._load(path)
+            if data is not None:
+                pending[path.stem] = StoredStructure(path.stem, atoms_from_dict(data), data.get("reference"))
+        return pending
+
+    def quarantined(self) -> dict[str, Atoms]:
+        return {path.stem: atoms_from_dict(data) for path in sorted((self.run_dir / "quarantine").glob("*.json"))
+                if (data := self._load(path)) is not None}
+
+    def initial_training(self) -> list[Atoms]:
+        path = self.run_dir / "initial_training.json"
+        return [atoms_from_dict(data) for data in json.loads(path.read_text(encoding="utf-8"))] if path.exists() else []
+
+    def _keys(self, kind: str) -> list[str]:
+        return [path.stem for path in (self.run_dir / kind).glob("*.json")]
+
+    def _load(self, path: Path) -> dict | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            atoms_from_dict(data)  # every field a structure needs is there
+            return data
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # files are written atomically: edited by hand?
+            warnings.warn(f"{path}: skipped, not a readable structure ({type(exc).__name__}: {exc})",
+                          JournalWarning, stacklevel=3)
+            return None
+
+
+class Journal(JournalReader):
+    """Append-only event log plus one file per selected, finished or quarantined structure; the one
+    writer of a run directory (the learner creates it while holding the run's lock)."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        super().__init__(run_dir)
         for sub in ("pending", "references", "quarantine"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / "journal.jsonl"
         self._repair_tail()
 
     def _repair_tail(self) -> None:
@@ -89,21 +188,16 @@ class Journal:
             os.fsync(stream.fileno())
         return entry
 
-    def events(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
     # ------------------------------------------------------------------ structures
 
-    def select(self, key: str, atoms: Atoms, **fields) -> None:
-        """Record a structure about to be computed (before the call starts)."""
-        self._write("pending", key, atoms_to_dict(atoms) | fields)
+    def select(self, key: str, atoms: Atoms, fingerprint: str, **fields) -> None:
+        """Record a structure about to be computed with the reference `fingerprint` (before the call starts)."""
+        self._write("pending", key, atoms_to_dict(atoms) | dict(reference=fingerprint) | fields)
         self.log("selected", key=key, atoms=len(atoms), **fields)
 
-    def complete(self, key: str, labelled: Atoms, seconds: float) -> None:
+    def complete(self, key: str, labelled: Atoms, seconds: float, fingerprint: str) -> None:
         """Store a finished reference result durably, then release its pending entry."""
-        self._write("references", key, atoms_to_dict(labelled) | dict(seconds=seconds))
+        self._write("references", key, atoms_to_dict(labelled) | dict(seconds=seconds, reference=fingerprint))
         self.log("reference", key=key, seconds=seconds, energy=labelled.get_potential_energy())
         (self.run_dir / "pending" / f"{key}.json").unlink(missing_ok=True)
 
@@ -112,37 +206,25 @@ class Journal:
         self.log("quarantined", key=key, reasons=reasons)
         (self.run_dir / "pending" / f"{key}.json").unlink(missing_ok=True)
 
+    def release(self, key: str, reason: str) -> None:
+        """Drop a pending structure without a call (it was computed under another key)."""
+        self.log("released", key=key, reason=reason)
+        (self.run_dir / "pending" / f"{key}.json").unlink(missing_ok=True)
+
+    def adopt(self, result: StoredStructure, fingerprint: str) -> None:
+        """Record a stored result as one of the reference `fingerprint` (the user said the change of settings
+        does not change results); the file keeps where it came from."""
+        data = json.loads((self.run_dir / "references" / f"{result.key}.json").read_text(encoding="utf-8"))
+        self._write("references", result.key, data | dict(reference=fingerprint, adopted_from=result.fingerprint))
+
     def store_initial_training(self, images) -> None:
         """The labelled structures the run starts from (not reference calls of this run)."""
         with atomic_write(self.run_dir / "initial_training.json") as stream:
             json.dump([atoms_to_dict(atoms) for atoms in images], stream, default=_plain)
 
-    def initial_training(self) -> list[Atoms]:
-        path = self.run_dir / "initial_training.json"
-        return [atoms_from_dict(data) for data in json.loads(path.read_text(encoding="utf-8"))] if path.exists() else []
-
-    def completed(self) -> dict[str, Atoms]:
-        """Every finished reference result, by key, in the order they finished."""
-        return self._read("references")
-
-    def pending(self) -> dict[str, Atoms]:
-        """Structures selected by an earlier (killed) run whose call did not finish."""
-        done = set(self._keys("references")) | set(self._keys("quarantine"))
-        return {key: atoms for key, atoms in self._read("pending").items() if key not in done}
-
-    def quarantined(self) -> dict[str, Atoms]:
-        return self._read("quarantine")
-
     def _write(self, kind: str, key: str, data: dict) -> None:
         with atomic_write(self.run_dir / kind / f"{key}.json") as stream:
             json.dump(data, stream, default=_plain)
-
-    def _keys(self, kind: str) -> list[str]:
-        return [path.stem for path in (self.run_dir / kind).glob("*.json")]
-
-    def _read(self, kind: str) -> dict[str, Atoms]:
-        paths = sorted((self.run_dir / kind).glob("*.json"), key=lambda path: (path.stat().st_mtime_ns, path.name))
-        return {path.stem: atoms_from_dict(json.loads(path.read_text(encoding="utf-8"))) for path in paths}
 
 
 def _plain(value):

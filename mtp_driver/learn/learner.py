@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,20 +41,20 @@ from mtp_driver.fit import TrainOptions, train
 from mtp_driver.io.lock import hold_exclusive
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
 from mtp_driver.io.species import parse_species
+from mtp_driver.geometry import UnphysicalCell
 from mtp_driver.mtp.model import MTP
 from mtp_driver.mtp.neighbors import build_neighbor_list
+from mtp_driver.plugins import import_object
 
 from .calls import LearningStopped, ReferenceCalls
+from .intake import UnphysicalStructure, check_request
 from .journal import Journal
 from .reference import Reference
-from .settings import LearnSettings, store_settings
+from .settings import LearnSettings, store_settings, stored_settings
+from .theory import current_results
 
 SELECTION_THRESHOLD = 1.1  # MLIP's select-add default
 FIRST_FIT_ITERATIONS = 100  # L-BFGS iterations when the radial functions are fitted for the first time
-
-
-class UnphysicalStructure(LearningStopped):
-    """The engine sent a structure no reference calculation should be spent on."""
 
 
 class Learner:
@@ -63,7 +65,7 @@ class Learner:
     `training`: labelled structures to start from (optional)."""
 
     def __init__(self, potential: MTP | str | os.PathLike, run_dir: str | os.PathLike,
-                 settings: LearnSettings | None = None, training=()):
+                 settings: LearnSettings | None = None, training=(), reference_changed: str | None = None):
         self.settings = settings if settings is not None else LearnSettings()
         self.species = list(self.settings.species)
         self.run_dir = Path(run_dir)
@@ -71,9 +73,23 @@ class Learner:
         # two learners appending to one journal would interleave it
         self.run_lock = hold_exclusive(self.run_dir / "lock",
                                        f"the run directory {self.run_dir} is in use by another learner")
+        try:
+            self._open(potential, training, reference_changed)
+        except BaseException:
+            self.run_lock.close()
+            raise
+
+    def _open(self, potential, training, reference_changed: str | None) -> None:
+        """Everything after the run lock: checks that can fail at start, then the journal's state."""
+        self.initial = potential if isinstance(potential, MTP) else read_mtp(potential)
         self.journal = Journal(self.run_dir)
+        self._check_at_start(training or self.journal.initial_training())
         self.models_dir = self.run_dir / "models"
         self.models_dir.mkdir(exist_ok=True)
+        previous = stored_settings(self.run_dir / "settings.json")
+        # before the settings are replaced: their reference is the one results of older runs belong to
+        results = current_results(self.journal, self.settings.reference, reference_changed,
+                                  previous.get("reference") if previous else None)
         changed = store_settings(self.run_dir / "settings.json", self.settings)
         if changed:
             print("mtp-driver learn: settings changed since the last run (the new ones apply):\n  "
@@ -81,12 +97,12 @@ class Learner:
             self.journal.log("settings_changed", changes=changed)
         self.calls = ReferenceCalls(self.settings.reference, self.journal, self.settings.workers,
                                     self.settings.retries, self.settings.failure_budget)
-        self.initial = potential if isinstance(potential, MTP) else read_mtp(potential)
         if training:  # the refit process reads them from here
             self.journal.store_initial_training(training)
-        self.training = self.journal.initial_training() + list(self.journal.completed().values())
-        self.keys = list(self.journal.completed())
+        self.training = self.journal.initial_training() + [result.atoms for result in results]
+        self.keys = [result.key for result in results]
         self.candidates: list[Atoms] = []
+        self.candidates_lock = threading.Lock()  # walkers append while another walker's hold selects
         self.step = 0  # requests so far (logs, cool-down)
         self.step_lock = threading.Lock()
         self.last_retraining = -10**9
@@ -95,7 +111,9 @@ class Learner:
         self.refit: dict | None = None
         self.would_hold = 0  # observe mode
         self.would_save = 0
-        self.version = len(list(self.models_dir.glob("model_*.mtp")))
+        # the newest version on disk, not a count: a missing file must not make a new model overwrite one
+        self.version = max((int(match[1]) for path in self.models_dir.glob("model_*.mtp")
+                            if (match := re.fullmatch(r"model_(\d+)\.mtp", path.name))), default=0)
         self.mtp: MTP | None = None
         self.active_set = None
         self.snapshot: tuple | None = None  # (version, mtp, active set) of the model answering now
@@ -103,12 +121,31 @@ class Learner:
         self.walker = threading.local()  # each walker thread its own calculator (ASE calculators keep state)
         # every request's grade, buffered: a diagnostic trace, not needed to resume
         self.trace = open(self.run_dir / "grades.jsonl", "a", encoding="utf-8")
-        self.journal.log("start", step=self.step, references=len(self.keys), model_versions=self.version)
-        pending = list(self.journal.pending().values())
-        if pending:  # selected before a kill: make those calls now
-            self._add_references(self.calls.compute(pending, reason="restart"))
+        self.trace_lock = threading.Lock()  # one line per request, never two interleaved
+        reference = self.settings.reference
+        self.journal.log("start", step=self.step, references=len(self.keys), model_versions=self.version,
+                         reference=asdict(reference), reference_fingerprint=reference.fingerprint())
+        pending = self.journal.pending()
+        if pending:  # selected before a kill: make those calls now (with this run's reference settings)
+            self._add_references(self.calls.compute([entry.atoms for entry in pending.values()], reason="restart"))
+            for key, entry in pending.items():
+                if self.calls.key(entry.atoms) != key:
+                    self.journal.release(key, reason="selected with other reference settings; computed with "
+                                                     f"the current ones as {self.calls.key(entry.atoms)}")
         if self.training:
             self._update_model("restart")
+
+    def _check_at_start(self, training) -> None:
+        """Settings that cannot work are refused now, not at the first request."""
+        settings = self.settings
+        if settings.observe and not (self.initial.is_trained and training):
+            raise ValueError("observe mode grades requests with a trained potential and the training set it was "
+                             "trained on (--training TRAIN.cfg): give both, or learn without --observe")
+        if settings.answer_with == "reference" and settings.reference.calculator is not None:
+            calculator = import_object(settings.reference.calculator)
+            if "stress" not in getattr(calculator, "implemented_properties", ("stress",)):
+                raise ValueError(f"--answer-with reference needs the reference's stress for periodic cells, and "
+                                 f"{settings.reference.calculator} gives none: answer with the model instead")
 
     # ------------------------------------------------------------------ the Potential interface
 
@@ -116,7 +153,10 @@ class Learner:
         """Energy (eV), forces (eV/Å), virial (eV) and extras of one structure, learning first if needed.
 
         Safe to call from several walker threads (the drivers of PIMD beads or NEB images): only a
-        walker that extrapolates waits for the learning lock; candidates of all walkers are pooled."""
+        walker that extrapolates waits for the learning lock; candidates of all walkers are pooled.
+        A request it cannot train on raises `UntrainableStructure` or `UnphysicalStructure` before anything
+        is recorded."""
+        check_request(positions, cell, pbc, numbers, self.species, self.initial.max_dist)
         with self.step_lock:  # walkers in several threads: each request its own number
             self.step += 1
             step = self.step
@@ -137,20 +177,26 @@ class Learner:
                 if evaluation["grade"] > self.settings.threshold_break and self._may_retrain():
                     evaluation, held = self._learn(atoms, evaluation)
                 elif evaluation["grade"] > self.settings.threshold_save:
-                    self.candidates.append(atoms)
+                    self._keep_candidate(atoms)
         elif evaluation["grade"] > self.settings.threshold_save:
-            self.candidates.append(atoms)
+            self._keep_candidate(atoms)
         elif self.settings.audit_every and step % self.settings.audit_every == 0:
             with self.lock:
                 self._audit(atoms, evaluation)
-        self.trace.write(json.dumps(dict(step=step, walker=threading.current_thread().name, held=held > 0,
-                                         grade=_finite_or_none(evaluation["grade"]), version=evaluation["version"]))
-                         + "\n")
+        line = json.dumps(dict(step=step, walker=threading.current_thread().name, held=held > 0,
+                               grade=_finite_or_none(evaluation["grade"]), version=evaluation["version"]))
+        with self.trace_lock:
+            self.trace.write(line + "\n")
         # the grade of the model that answered (after learning, if it held); the journal has the one before
         extras = {"model_version": f"learner:{evaluation['version']}",
                   "mtp_grade": _finite_or_none(evaluation["grade"]), "held_seconds": held,
                   "reference_calls": len(self.keys)}
         return evaluation["energy"], evaluation["forces"], evaluation["virial"], extras
+
+    def interrupt(self) -> None:
+        """Stop the running reference calls now (safe from signal handlers, for Ctrl-C): they stay pending
+        for the next start, and a request waiting for them raises `CallsInterrupted`."""
+        self.calls.interrupt()
 
     def close(self, final_refit: bool = True) -> None:
         """Stop a running refit and the reference workers; with `final_refit`, fit all parameters to
@@ -161,7 +207,8 @@ class Learner:
             self.refit_now("final refit")
             write_mtp(self.mtp, self.run_dir / "final.mtp")
         self.journal.log("stop", step=self.step, summary=self.summary())
-        self.trace.close()
+        with self.trace_lock:
+            self.trace.close()
         self.run_lock.close()
 
     def refit_now(self, reason: str = "refit requested") -> None:
@@ -209,7 +256,7 @@ class Learner:
                 return dict(grade=np.inf, energy=None, forces=None, virial=None, version=0)
             atoms.calc = calculator
             energy = atoms.get_potential_energy()
-        except CloseContactError as exc:
+        except (CloseContactError, UnphysicalCell) as exc:  # the neighbour list of a shorter cutoff can differ
             raise UnphysicalStructure(f"request {self.step}: {exc}. The simulation has left physical "
                                       "space (time step or temperature too high?); no reference call was made") from exc
         forces = atoms.get_forces()
@@ -250,12 +297,13 @@ class Learner:
     def _learn(self, atoms: Atoms, before: dict) -> tuple[dict, float]:
         """Hold this request: select, compute, refit, swap; the evaluation to answer with, and the time held."""
         started = time.perf_counter()
-        selected = self._selection(atoms)
+        with self.candidates_lock:  # candidates other walkers find during this hold wait for the next one
+            candidates, self.candidates = self.candidates, []
+        selected = self._selection(atoms, candidates)
         self.journal.log("hold", step=self.step, grade=_finite_or_none(before["grade"]), selected=len(selected),
-                         candidates=len(self.candidates))
+                         candidates=len(candidates))
         results = self.calls.compute(selected, step=self.step)
         self.call_times.extend([time.time()] * len(results))
-        self.candidates = []
         self._add_references(results)
         if self.training:  # else the only structure failed before anything was learnt: nothing to fit
             self._update_model("hold")
@@ -284,14 +332,18 @@ class Learner:
                          virial=_virial(reference))
         return after, held
 
-    def _selection(self, atoms: Atoms) -> list[Atoms]:
-        """The held structure plus the D-optimal choice among the candidates (at most max_selected)."""
+    def _keep_candidate(self, atoms: Atoms) -> None:
+        with self.candidates_lock:
+            self.candidates.append(atoms)
+
+    def _selection(self, atoms: Atoms, candidates: list[Atoms]) -> list[Atoms]:
+        """The held structure plus the D-optimal choice among `candidates` (at most max_selected in all)."""
         limit = self.settings.max_selected - 1
-        if self.active_set is None or not self.candidates or limit == 0:
+        if self.active_set is None or not candidates or limit == 0:
             return [atoms]
-        rows = site_rows(self.mtp, self.candidates, self.species)
+        rows = site_rows(self.mtp, candidates, self.species)
         chosen = select_add(self.active_set, rows, threshold=SELECTION_THRESHOLD, limit=limit).selected
-        return [atoms] + [self.candidates[i] for i in chosen]
+        return [atoms] + [candidates[i] for i in chosen]
 
     # ------------------------------------------------------------------ models
 
@@ -305,9 +357,7 @@ class Learner:
         """Cheap update: the linear coefficients on all reference data (the first time: a short fit of
         all parameters), then the active set; the model is swapped in at once."""
         start = self.mtp or self._latest_model() or self.initial
-        if self.settings.observe:  # the potential as given: only its active set is built
-            if not start.is_trained:
-                raise ValueError("observe mode grades with a trained potential: give one, with its training set")
+        if self.settings.observe:  # the potential as given (trained: checked at start): only its active set is built
             self._swap_in(start, reason)
             return
         iterations = 0 if start.is_trained else FIRST_FIT_ITERATIONS
@@ -317,12 +367,14 @@ class Learner:
         self._start_refit()
 
     def _latest_model(self) -> MTP | None:
-        models = sorted(self.models_dir.glob("model_*.mtp"))
-        return read_mtp(models[-1]) if models else None
+        return read_mtp(self._model_path(self.version)) if self.version else None
+
+    def _model_path(self, version: int) -> Path:
+        return self.models_dir / f"model_{version:04d}.mtp"
 
     def _swap_in(self, mtp: MTP, reason: str) -> None:
         self.version += 1
-        write_mtp(mtp, self.models_dir / f"model_{self.version:04d}.mtp")
+        write_mtp(mtp, self._model_path(self.version))
         self.mtp = mtp
         self.active_set = build_active_set(mtp, self.training, self.species, mode=self.settings.grade_mode)
         self.snapshot = (self.version, mtp, self.active_set)
@@ -332,7 +384,7 @@ class Learner:
     def _start_refit(self) -> None:
         if self.refit is not None or self.settings.refit_iterations <= 0:
             return
-        start = self.models_dir / f"model_{self.version:04d}.mtp"
+        start = self._model_path(self.version)
         keys_file = self.models_dir / f"refit_{self.version:04d}.keys.json"
         keys_file.write_text(json.dumps(self.keys))
         output = self.models_dir / f"refit_{self.version:04d}.mtp"
@@ -379,9 +431,10 @@ def _finite_or_none(value):
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def learning_potential(potential: str, run_dir: str, species, reference: dict | None = None, **settings) -> Learner:
+def learning_potential(potential: str, run_dir: str, species, reference: dict | None = None,
+                       reference_changed: str | None = None, **settings) -> Learner:
     """A `Learner` from plain (JSON) values, for `mtp-driver serve --calculator
     mtp_driver.learn.learner:learning_potential --calculator-kwargs '{...}'` and the pes plugin:
     `reference` holds the fields of `Reference`, the other keywords those of `LearnSettings`."""
     learn_settings = LearnSettings(species=parse_species(species), reference=Reference(**(reference or {})), **settings)
-    return Learner(potential, run_dir, learn_settings)
+    return Learner(potential, run_dir, learn_settings, reference_changed=reference_changed)

@@ -15,12 +15,12 @@ from pathlib import Path
 from mtp_driver.fit import TrainOptions, train
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
 
-from .journal import Journal
+from .journal import JournalReader
 
 
 def refit(run_dir: Path, start: Path, keys_file: Path, output: Path, iterations: int, seed: int,
           species: list[str]) -> None:
-    journal = Journal(run_dir)
+    journal = JournalReader(run_dir)  # the learner writes it meanwhile: read only
     completed = journal.completed()
     images = journal.initial_training() + [completed[key] for key in json.loads(keys_file.read_text())]
     parent = os.getppid()

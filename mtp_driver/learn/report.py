@@ -12,7 +12,7 @@ import os
 import statistics
 from pathlib import Path
 
-from .journal import Journal
+from .journal import JournalReader
 
 
 def read_trace(run_dir: Path) -> list[dict]:
@@ -31,7 +31,7 @@ def read_trace(run_dir: Path) -> list[dict]:
 def learning_summary(run_dir: str | os.PathLike, window: int = 1000, converged_calls: float = 5.0) -> dict:
     """Counts, held times, model errors at the reference calls, and the converged indicator."""
     run_dir = Path(run_dir)
-    events = Journal(run_dir).events()
+    events = JournalReader(run_dir).events()
     trace = read_trace(run_dir)
     resumes = [event for event in events if event["event"] == "resume"]
     calls = [event for event in events if event["event"] == "reference"]
@@ -64,7 +64,7 @@ def calibration_pairs(run_dir: str | os.PathLike) -> list[tuple[float, float]]:
     """(grade, force RMSE of the model against the reference in eV/Å) at every reference call that
     has both: held structures (grade before learning) and audit calls."""
     pairs = []
-    for event in Journal(run_dir).events():
+    for event in JournalReader(run_dir).events():
         if event["event"] == "resume" and event.get("force_rmse_old_model") is not None and event.get("grade_before"):
             pairs.append((event["grade_before"], event["force_rmse_old_model"]))
         elif event["event"] == "audit" and event.get("grade") is not None:
@@ -123,7 +123,7 @@ def write_plots(run_dir: str | os.PathLike, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    events = Journal(run_dir).events()
+    events = JournalReader(run_dir).events()
     trace = read_trace(run_dir)
     resumes = [event for event in events if event["event"] == "resume"]
     figure, axes = plt.subplots(2, 2, figsize=(11, 8))

@@ -67,10 +67,15 @@ def settings_diff(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def stored_settings(path: Path) -> dict | None:
+    """The settings an earlier run wrote to `path`, as plain values (None if there are none)."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def store_settings(path: Path, settings: LearnSettings) -> list[str]:
     """Write the settings; return the diff against those of an earlier run in the same place."""
     new = json.loads(json.dumps(settings.to_dict()))
-    old = json.loads(path.read_text()) if path.exists() else None
+    old = stored_settings(path)
     with atomic_write(path) as stream:
         json.dump(new, stream, indent=1, sort_keys=True)
     return [] if old is None else settings_diff(old, new)
