@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from mtp_driver.cli import main
 from mtp_driver.learn.calls import ReferenceCalls
 from mtp_driver.learn.journal import Journal, JournalReader, JournalWarning
 from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.reference import Reference, ReferenceFailure
-from mtp_driver.learn.report import learning_summary
 from mtp_driver.learn.settings import LearnSettings
 from mtp_driver.learn.theory import ReferenceChanged
 from mtp_driver.mtp.basis import untrained_mtp
@@ -178,7 +178,7 @@ def test_readers_never_change_a_live_journal_and_skip_bad_lines_by_number(tmp_pa
     assert any("line 4, cut short" in m for m in messages)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", JournalWarning)
-        learning_summary(tmp_path)
+        assert main(["learn-report", str(tmp_path)]) == 0
     assert journal.path.read_bytes() == before
 
 
