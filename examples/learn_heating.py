@@ -1,0 +1,474 @@
+#!/usr/bin/env python
+"""Learning on the fly while Cu is heated through melting: is the answering model as good as its data? (issue 14)
+
+NVT (Langevin) MD of 128 fcc Cu atoms (4x4x2 conventional cells, a = 3.61 Å, fixed volume) with EMT
+as the reference. The thermostat's temperature follows a ramp: `--cold` (300 K) for the first
+quarter of the steps, a linear ramp to `--hot` (4000 K) over the second quarter, `--hot` for the
+second half. At this fixed volume the periodic 128-atom crystal superheats far beyond EMT Cu's
+melting point: held at 1800 K or 2500 K for 1000 steps it stays crystalline, at 4000 K it melts
+within about 300 steps. Phases: solid (the first quarter), heating (ramp and melting), liquid (the
+last quarter).
+
+The learner (in-process, `PotentialCalculator`, default settings) drives one MD from an untrained
+MTP; EMT drives a reference MD with the same ramp and seeds, and an independent one (another seed).
+Measured:
+
+1. the error of the answering model along the learner's trajectory: every `--probe-every` steps a
+   copy of the structure is computed with EMT outside the learner (the run is unchanged) and
+   compared with the learner's answer at that step, then with the final model (RUN/final.mtp), per
+   window of `--window` steps;
+2. the learner's MD against the reference MD, per phase: mean squared displacement from the
+   phase's first frame and the radial distribution function; the independent EMT run against the
+   reference MD is the statistical noise;
+3. the final model against a passive fit (the same untrained MTP and the same options as the
+   learner's final refit) on a reference-MD snapshot every `--passive-every` steps, tested on the
+   independent run, per phase; reference calls per MD step;
+4. hold times (the journal's 'resume' events) and reference calls; `--reference-delay 10` makes
+   every reference call sleep 10 s, as a DFT call would take minutes.
+
+    python examples/learn_heating.py [--steps 4000] [--level 10] [--run-dir RUN] [--plot heating.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.emt import EMT
+from ase.neighborlist import neighbor_list
+
+from learn_vs_passive import dynamics, labelled_copy, start_structure
+from mtp_driver.calculator import MTPCalculator, predict
+from mtp_driver.fit import TrainOptions, train
+from mtp_driver.ipi import PotentialCalculator
+from mtp_driver.learn.calls import LearningStopped
+from mtp_driver.learn.intake import UnphysicalStructure
+from mtp_driver.learn.learner import Learner
+from mtp_driver.learn.reference import Reference
+from mtp_driver.learn.settings import LearnSettings
+from mtp_driver.mtp.basis import untrained_mtp
+
+SPECIES = ["Cu"]
+MIN_DIST = 2.0  # Å, as in learn_vs_passive.py
+MD_SEED, INDEPENDENT_SEED = 3, 1  # the learner's MD and the reference MD share MD_SEED
+RDF_MAX, RDF_BIN, RDF_FROM = 6.0, 0.05, 1.5  # Å; no pair is closer than RDF_FROM, so the difference starts there
+PROGRESS_EVERY = 25  # probes
+FINAL_SHARE = 0.1  # the MSD of a phase: mean over the last tenth of its frames (one frame is noisy)
+
+
+class SleepingEMT(EMT):
+    """EMT that sleeps `delay` seconds per call first: a slow (DFT-like) reference at EMT's cost in CPU."""
+
+    def __init__(self, delay: float = 10.0, **kwargs):
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        time.sleep(self.delay)
+        super().calculate(atoms, properties, system_changes)
+
+
+class Phase(NamedTuple):
+    name: str
+    start: int
+    stop: int  # exclusive
+
+    def holds(self, step: int) -> bool:
+        return self.start <= step < self.stop
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """The thermostat's temperature at each step, and the phases it defines."""
+
+    steps: int
+    cold: float
+    hot: float
+
+    def temperature(self, step: int) -> float:
+        quarter = self.steps / 4
+        fraction = min(max((step - quarter) / quarter, 0.0), 1.0)
+        return self.cold + fraction * (self.hot - self.cold)
+
+    def phases(self) -> list[Phase]:
+        quarter, last = self.steps // 4, 3 * self.steps // 4
+        return [Phase("solid", 0, quarter), Phase("heating", quarter, last), Phase("liquid", last, self.steps + 1)]
+
+
+class Frame(NamedTuple):
+    step: int
+    atoms: Atoms  # labelled with what the MD's calculator answered
+
+
+class Probe(NamedTuple):
+    step: int
+    answered: Atoms  # the learner's answer at this step
+    reference: Atoms  # the same structure, labelled by EMT
+
+
+class MDRun(NamedTuple):
+    frames: list[Frame]
+    probes: list[Probe]
+    stopped: str | None  # why the learner stopped the MD early, if it did
+    seconds: float
+    probe_seconds: float  # of which EMT on the probes
+
+
+@dataclass(frozen=True)
+class Errors:
+    energy_rmse_mev: float  # per atom
+    energy_bias_mev: float  # mean signed error per atom: an offset shows here
+    force_rmse: float  # eV/Å, per component
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    stop: int
+    probes: int
+    answering: Errors
+    final: Errors
+    force_ratio: float  # answering / final
+    energy_ratio: float
+
+
+@dataclass(frozen=True)
+class PhaseStructure:
+    phase: str
+    msd_learner: float  # Å², at the end of the phase, from its first frame
+    msd_reference: float
+    msd_independent: float
+    msd_deviation: float  # |learner / reference - 1|
+    msd_noise: float  # |independent / reference - 1|
+    rdf_difference: float  # RMS over r of g_learner - g_reference
+    rdf_noise: float  # RMS over r of g_independent - g_reference
+
+
+@dataclass(frozen=True)
+class PhaseTest:
+    phase: str
+    snapshots: int
+    final: Errors
+    passive: Errors
+    energy_ratio: float  # final / passive
+    force_ratio: float
+
+
+@dataclass(frozen=True)
+class Holds:
+    count: int
+    median_s: float
+    max_s: float
+    total_s: float
+
+
+# ------------------------------------------------------------------ molecular dynamics
+
+def run_md(calculator, ramp: Ramp, seed: int, snapshot_every: int, probe_every: int = 0) -> MDRun:
+    """MD along the ramp; a frame every `snapshot_every` steps and, if `probe_every`, an EMT probe."""
+    atoms = start_structure(ramp.cold, seed)
+    atoms.calc = calculator
+    md = dynamics(atoms, ramp.cold, seed)
+    frames, probes, probe_seconds = [], [], [0.0]
+
+    def observe():
+        md.set_temperature(temperature_K=ramp.temperature(md.nsteps))
+        if md.nsteps % snapshot_every == 0:
+            frames.append(Frame(md.nsteps, labelled_copy(atoms)))
+        if probe_every and md.nsteps % probe_every == 0 and md.nsteps > 0:
+            started = time.perf_counter()
+            probes.append(probe(md.nsteps, atoms))
+            probe_seconds[0] += time.perf_counter() - started
+            report_progress(probes, calculator, ramp)
+
+    md.attach(observe, interval=1)
+    started, stopped = time.perf_counter(), None
+    try:
+        md.run(ramp.steps)
+    except (LearningStopped, UnphysicalStructure) as exc:  # a result too: the harness reports the part before it
+        stopped = f"step {md.nsteps}: {exc}"
+    return MDRun(frames, probes, stopped, time.perf_counter() - started, probe_seconds[0])
+
+
+def probe(step: int, atoms: Atoms) -> Probe:
+    """The answer the MD's calculator just gave, and EMT on a copy (the learner never sees it)."""
+    assert not atoms.calc.check_state(atoms), "the calculator's results must belong to this structure"
+    answered = labelled_copy(atoms)
+    reference = answered.copy()
+    reference.calc = EMT()
+    return Probe(step, answered, labelled_copy(reference))
+
+
+def report_progress(probes: list[Probe], calculator, ramp: Ramp) -> None:
+    """A line on stderr every PROGRESS_EVERY probes: a long run shows where it is."""
+    if len(probes) % PROGRESS_EVERY == 0:
+        last = probes[-1]
+        error = errors([last.answered], [last.reference])
+        print(f"step {last.step}: thermostat {ramp.temperature(last.step):.0f} K, "
+              f"{calculator.extras.get('reference_calls')} reference calls, answering model off by "
+              f"{error.force_rmse:.4f} eV/Å, {error.energy_rmse_mev:.3f} meV/atom", file=sys.stderr, flush=True)
+
+
+def learn_on_the_fly(args, ramp: Ramp) -> tuple[MDRun, Learner, float]:
+    """The learner's MD; the closed learner (final.mtp written) and the seconds its close took."""
+    delay = args.reference_delay
+    reference = Reference(calculator=f"{Path(__file__).stem}:SleepingEMT", kwargs=dict(delay=delay)) if delay \
+        else Reference()
+    settings = LearnSettings(species=tuple(SPECIES), reference=reference, threshold_break=args.threshold_break,
+                             audit_every=args.audit_every, refit_iterations=args.refit_iterations)
+    start = untrained_mtp(args.level, 1, MIN_DIST, args.cutoff, species=SPECIES)
+    learner = Learner(start, args.run_dir, settings)
+    run = run_md(PotentialCalculator(learner), ramp, MD_SEED, args.snapshot_every, args.probe_every)
+    started = time.perf_counter()
+    learner.close()  # the final refit: RUN/final.mtp
+    return run, learner, time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ 1. the answering model along the run
+
+def errors(predictions: list[Atoms], references: list[Atoms]) -> Errors:
+    if not references:
+        return Errors(math.nan, math.nan, math.nan)
+    energy = np.array([(p.get_potential_energy() - r.get_potential_energy()) / len(r)
+                       for p, r in zip(predictions, references, strict=True)])
+    forces = np.concatenate([(p.get_forces() - r.get_forces()).ravel() for p, r in zip(predictions, references)])
+    return Errors(1e3 * float(np.sqrt(np.mean(energy ** 2))), 1e3 * float(energy.mean()),
+                  float(np.sqrt(np.mean(forces ** 2))))
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
+
+
+def windows(probes: list[Probe], final: list[Atoms], width: int, skip: int, steps: int) -> list[Window]:
+    """Answering and final errors per window (start, start + width] of steps; probes in the first `skip`
+    steps left out."""
+    rows = []
+    for start in range(0, steps, width):
+        chosen = [i for i, p in enumerate(probes) if start < p.step <= start + width and p.step > skip]
+        if not chosen:
+            continue
+        references = [probes[i].reference for i in chosen]
+        answering = errors([probes[i].answered for i in chosen], references)
+        fitted = errors([final[i] for i in chosen], references)
+        rows.append(Window(start, start + width, len(chosen), answering, fitted,
+                           ratio(answering.force_rmse, fitted.force_rmse),
+                           ratio(answering.energy_rmse_mev, fitted.energy_rmse_mev)))
+    return rows
+
+
+# ------------------------------------------------------------------ 2. structure: MSD and RDF
+
+def in_phase(frames: list[Frame], phase: Phase) -> list[Atoms]:
+    return [frame.atoms for frame in frames if phase.holds(frame.step)]
+
+
+def msd(frames: list[Atoms]) -> float:
+    """Mean squared displacement from the first frame (centre-of-mass drift removed), at the end."""
+    if len(frames) < 2:
+        return math.nan
+    first = frames[0].positions
+    values = []
+    for atoms in frames[1:]:
+        displacement = atoms.positions - first  # MD positions are never wrapped
+        displacement -= displacement.mean(axis=0)
+        values.append(np.mean(np.sum(displacement ** 2, axis=1)))
+    return float(np.mean(values[-max(1, round(FINAL_SHARE * len(values))):]))
+
+
+def rdf(frames: list[Atoms]) -> np.ndarray:
+    """g(r) averaged over the frames, all periodic images (the cell is thinner than 2 RDF_MAX)."""
+    edges = np.arange(0.0, RDF_MAX + RDF_BIN / 2, RDF_BIN)
+    counts = sum(np.histogram(neighbor_list("d", atoms, RDF_MAX), edges)[0] for atoms in frames)
+    shells = 4.0 / 3.0 * np.pi * np.diff(edges ** 3)
+    density = len(frames[0]) / frames[0].get_volume()
+    return counts / (len(frames) * len(frames[0]) * density * shells)
+
+
+def rdf_difference(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """RMS over r >= RDF_FROM of the difference of two g(r) (None: a run with no frames in the phase)."""
+    if a is None or b is None:
+        return math.nan
+    radii = np.arange(RDF_BIN / 2, RDF_MAX, RDF_BIN)
+    return float(np.sqrt(np.mean((a - b)[radii >= RDF_FROM] ** 2)))
+
+
+def structure(phase: Phase, learner: list[Frame], reference: list[Frame], independent: list[Frame]) -> PhaseStructure:
+    runs = [in_phase(frames, phase) for frames in (learner, reference, independent)]
+    msds = [msd(frames) for frames in runs]
+    mine, theirs, other = (rdf(frames) if frames else None for frames in runs)
+    return PhaseStructure(phase.name, *msds, abs(ratio(msds[0], msds[1]) - 1), abs(ratio(msds[2], msds[1]) - 1),
+                          rdf_difference(mine, theirs), rdf_difference(other, theirs))
+
+
+# ------------------------------------------------------------------ 3. final model against a passive fit
+
+def final_refit_options(settings: LearnSettings) -> TrainOptions:
+    """The options Learner.refit_now gives the final refit (close): the passive fit gets the same."""
+    return TrainOptions(max_iter=max(settings.refit_iterations, 1), seed=settings.seed)
+
+
+def passive_fit(level: int, cutoff: float, images: list[Atoms], options: TrainOptions):
+    start = untrained_mtp(level, 1, MIN_DIST, cutoff, species=SPECIES)
+    return train(start, images, species=SPECIES, options=options, progress=False).mtp
+
+
+def phase_test(phase: Phase, test: list[Frame], final: MTPCalculator, passive: MTPCalculator) -> PhaseTest:
+    images = in_phase(test, phase)
+    final_errors = errors(predict(final, images), images)
+    passive_errors = errors(predict(passive, images), images)
+    return PhaseTest(phase.name, len(images), final_errors, passive_errors,
+                     ratio(final_errors.energy_rmse_mev, passive_errors.energy_rmse_mev),
+                     ratio(final_errors.force_rmse, passive_errors.force_rmse))
+
+
+# ------------------------------------------------------------------ 4. holds
+
+def holds(learner: Learner) -> Holds:
+    held = [event["held_seconds"] for event in learner.journal.events() if event["event"] == "resume"]
+    if not held:
+        return Holds(0, 0.0, 0.0, 0.0)
+    return Holds(len(held), float(np.median(held)), max(held), sum(held))
+
+
+# ------------------------------------------------------------------ output
+
+def print_tables(rows: list[Window], shapes: list[PhaseStructure], tests: list[PhaseTest], held: Holds,
+                 calls: int, steps: int) -> None:
+    print("\n1. answering model vs final model on EMT probes (F: force RMSE eV/Å, E: energy RMSE meV/atom)")
+    print(f"{'window':>11}{'probes':>7}{'F answer':>10}{'F final':>9}{'ratio':>7}{'E answer':>10}{'E final':>9}"
+          f"{'ratio':>7}{'E bias answer/final':>21}")
+    for w in rows:
+        print(f"{w.start:>5}-{w.stop:<5}{w.probes:>7}{w.answering.force_rmse:>10.4f}{w.final.force_rmse:>9.4f}"
+              f"{w.force_ratio:>7.2f}{w.answering.energy_rmse_mev:>10.3f}{w.final.energy_rmse_mev:>9.3f}"
+              f"{w.energy_ratio:>7.2f}{w.answering.energy_bias_mev:>11.3f}/{w.final.energy_bias_mev:<9.3f}")
+    print("\n2. learner's MD vs reference MD (noise: an independent EMT run vs the reference MD)")
+    print(f"{'phase':<9}{'MSD learner':>12}{'reference':>10}{'independent':>12}{'dev':>7}{'noise':>7}"
+          f"{'RDF diff':>10}{'noise':>7}")
+    for s in shapes:
+        print(f"{s.phase:<9}{s.msd_learner:>12.4f}{s.msd_reference:>10.4f}{s.msd_independent:>12.4f}"
+              f"{s.msd_deviation:>7.2f}{s.msd_noise:>7.2f}{s.rdf_difference:>10.4f}{s.rdf_noise:>7.4f}")
+    print("\n3. final model vs passive fit on the independent run (E meV/atom RMSE [bias], F eV/Å)")
+    print(f"{'phase':<9}{'snaps':>6}{'E final':>16}{'E passive':>16}{'ratio':>7}{'F final':>9}{'F passive':>10}"
+          f"{'ratio':>7}")
+    for t in tests:
+        print(f"{t.phase:<9}{t.snapshots:>6}{t.final.energy_rmse_mev:>8.3f} [{t.final.energy_bias_mev:>+6.3f}]"
+              f"{t.passive.energy_rmse_mev:>8.3f} [{t.passive.energy_bias_mev:>+6.3f}]{t.energy_ratio:>7.2f}"
+              f"{t.final.force_rmse:>9.4f}{t.passive.force_rmse:>10.4f}{t.force_ratio:>7.2f}")
+    print(f"\n4. {calls} reference calls in {steps} MD steps (1/{steps / max(calls, 1):.0f}); {held.count} holds, "
+          f"median {held.median_s:.2f} s, max {held.max_s:.2f} s, total {held.total_s:.1f} s")
+
+
+def plot(probes: list[Probe], final: list[Atoms], ramp: Ramp, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [p.step for p in probes]
+    references = [p.reference for p in probes]
+    answering = [errors([p.answered], [p.reference]) for p in probes]
+    fitted = [errors([f], [r]) for f, r in zip(final, references)]
+    figure, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for axis, field, label in ((axes[0], "force_rmse", "force RMSE (eV/Å)"),
+                               (axes[1], "energy_rmse_mev", "|energy error| (meV/atom)")):
+        axis.semilogy(steps, [getattr(e, field) for e in answering], ".-", label="answering model")
+        axis.semilogy(steps, [getattr(e, field) for e in fitted], ".-", label="final model")
+        axis.set_ylabel(label)
+        twin = axis.twinx()
+        twin.plot(range(ramp.steps + 1), [ramp.temperature(s) for s in range(ramp.steps + 1)], "k:", lw=1)
+        twin.set_ylabel("thermostat (K)")
+    axes[0].legend(loc="upper left")
+    axes[1].set_xlabel("MD step")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    defaults = LearnSettings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=4000, help="MD steps of 4 fs, each run")
+    parser.add_argument("--cold", type=float, default=300.0, help="K, the first quarter")
+    parser.add_argument("--hot", type=float, default=4000.0, help="K, reached at half the steps, then held")
+    parser.add_argument("--level", type=int, default=10)
+    parser.add_argument("--cutoff", type=float, default=5.0, help="Å")
+    parser.add_argument("--threshold-break", type=float, default=defaults.threshold_break)
+    parser.add_argument("--audit-every", type=int, default=defaults.audit_every)
+    parser.add_argument("--refit-iterations", type=int, default=defaults.refit_iterations,
+                        help="the learner's refits and the passive fit")
+    parser.add_argument("--reference-delay", type=float, default=0.0, help="seconds each reference call sleeps")
+    parser.add_argument("--probe-every", type=int, default=20, help="steps between EMT probes of the answers")
+    parser.add_argument("--window", type=int, default=250, help="steps per window of the answering error")
+    parser.add_argument("--skip", type=int, default=100, help="first steps left out of the windows")
+    parser.add_argument("--snapshot-every", type=int, default=10, help="steps between frames (MSD, RDF)")
+    parser.add_argument("--passive-every", type=int, default=10,
+                        help="steps between the reference-MD snapshots of the passive fit (a multiple of the above)")
+    parser.add_argument("--test-every", type=int, default=20, help="steps between test snapshots (independent run)")
+    parser.add_argument("--run-dir", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="answering and final errors along the run (PNG)")
+    args = parser.parse_args()
+    if args.passive_every % args.snapshot_every or args.test_every % args.snapshot_every:
+        parser.error("--passive-every and --test-every must be multiples of --snapshot-every")
+    args.run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="learn-heating-"))
+    ramp = Ramp(args.steps, args.cold, args.hot)
+    phases = ramp.phases()
+    seconds = {}
+
+    started = time.perf_counter()
+    reference = run_md(EMT(), ramp, MD_SEED, args.snapshot_every)
+    independent = run_md(EMT(), ramp, INDEPENDENT_SEED, args.snapshot_every)
+    seconds["reference_md"] = time.perf_counter() - started
+
+    learning, learner, seconds["final_refit"] = learn_on_the_fly(args, ramp)
+    seconds["learning_md"] = learning.seconds - learning.probe_seconds
+    seconds["probes_emt"] = learning.probe_seconds
+
+    started = time.perf_counter()
+    final = MTPCalculator(args.run_dir / "final.mtp", species=SPECIES)
+    on_probes = predict(final, [p.reference for p in learning.probes])
+    rows = windows(learning.probes, on_probes, args.window, args.skip, args.steps)
+    shapes = [structure(phase, learning.frames, reference.frames, independent.frames) for phase in phases]
+    seconds["measurements"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    options = final_refit_options(learner.settings)
+    training = [frame.atoms for frame in reference.frames if frame.step % args.passive_every == 0]
+    passive = MTPCalculator(passive_fit(args.level, args.cutoff, training, options), species=SPECIES)
+    seconds["passive_fit"] = time.perf_counter() - started
+    test = [frame for frame in independent.frames if frame.step % args.test_every == 0]
+    tests = [phase_test(phase, test, final, passive) for phase in phases]
+
+    summary = learner.summary()
+    held = holds(learner)
+    calls = summary["reference_calls"]
+    print(f"NVT MD of 128 fcc Cu atoms, {args.steps} steps of 4 fs: {args.cold:.0f} K to step {args.steps // 4}, "
+          f"ramp to {args.hot:.0f} K at step {args.steps // 2}, held; MTP level {args.level}, cutoff {args.cutoff} Å; "
+          f"threshold_break {args.threshold_break}, audit_every {args.audit_every}, reference delay "
+          f"{args.reference_delay} s; passive fit on {len(training)} reference-MD snapshots")
+    if learning.stopped:
+        print(f"the learner stopped the MD at {learning.stopped}")
+    print_tables(rows, shapes, tests, held, calls, args.steps)
+    print("wall time (s): " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
+    result = dict(windows=[asdict(w) for w in rows], structure=[asdict(s) for s in shapes],
+                  test=[asdict(t) for t in tests], holds=asdict(held), reference_calls=calls, steps=args.steps,
+                  calls_per_step=calls / args.steps, stopped=learning.stopped, learner=summary, seconds=seconds,
+                  settings=dict(level=args.level, cold=args.cold, hot=args.hot, threshold_break=args.threshold_break,
+                                audit_every=args.audit_every, reference_delay=args.reference_delay,
+                                refit_iterations=args.refit_iterations, passive_snapshots=len(training)))
+    (args.run_dir / "learn_heating.json").write_text(json.dumps(result, indent=1))
+    print("RESULT " + json.dumps(result))
+    if args.plot is not None:
+        plot(learning.probes, on_probes, ramp, args.plot)
+
+
+if __name__ == "__main__":
+    main()
