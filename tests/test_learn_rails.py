@@ -149,7 +149,7 @@ def test_observe_mode_calls_nothing_and_counts_what_a_real_run_calls(tmp_path):
                 for k in range(10)]
     counts = {}
     for mode in ("observe", "learn"):
-        settings = LearnSettings(refit_iterations=0, cooldown_steps=2, observe=mode == "observe")
+        settings = LearnSettings(refit_iterations=0, hold_fit_iterations=0, cooldown_steps=2, observe=mode == "observe")
         learner = Learner(mtp, tmp_path / mode, settings, training=training)
         for atoms in requests:
             ask(learner, atoms)
@@ -194,3 +194,73 @@ def test_refits_keep_the_initial_training_set(tmp_path):
     (tmp_path / "keys.json").write_text(json.dumps([]))
     refit(tmp_path / "run", tmp_path / "start.mtp", tmp_path / "keys.json", tmp_path / "out.mtp", 3, 0, ["Cu"])
     assert read_mtp(tmp_path / "out.mtp").is_trained
+
+
+def test_holds_fit_all_parameters_as_the_data_grows(tmp_path):
+    """The answering model is a good fit to the data it has: holds refit the radial functions too, so no
+    background refit is needed to get close to a full fit of the same data."""
+    from mtp_driver.fit import TrainOptions, train
+
+    losses = {}
+    for iterations in (0, 100):  # 0: the linear coefficients only, as before issue 14
+        settings = LearnSettings(refit_iterations=0, hold_fit_iterations=iterations, max_selected=1)
+        learner = Learner(untrained(), tmp_path / str(iterations), settings)
+        for seed in range(8):
+            ask(learner, rattled(seed, scale=0.02 + 0.02 * seed))
+        fits = [event for event in learner.journal.events() if event["event"] == "hold_fit"]
+        assert len(fits) == (1 if iterations == 0 else learner.summary()["retrainings"]) >= 1
+        losses[iterations] = train(learner.mtp, learner.training, species=["Cu"], options=TrainOptions(max_iter=0),
+                                   progress=False).loss
+        learner.close(final_refit=False)
+    full = train(untrained(), learner.training, species=["Cu"], options=TrainOptions(max_iter=300), progress=False)
+    assert losses[0] > 5.0 * full.loss  # measured: 65x (holds fitting all parameters: 1.07x)
+    assert losses[100] < 2.0 * full.loss
+
+
+def test_the_candidate_pool_is_bounded_by_d_optimal_pruning(tmp_path):
+    learner = Learner(untrained(), tmp_path, LearnSettings(refit_iterations=0, threshold_save=1.0,
+                                                           threshold_break=1e9, max_candidates=3))
+    ask(learner, rattled(0))  # the first model; later requests only become candidates
+    for seed in range(1, 12):
+        ask(learner, rattled(seed, scale=0.05))
+        assert len(learner.candidates) < 2 * 3
+    assert len(learner.candidates) >= 3
+    learner.close(final_refit=False)
+
+
+def test_an_audit_above_the_bound_refits_all_parameters(tmp_path):
+    mtp, training = trained_start(tmp_path)
+    settings = LearnSettings(refit_iterations=0, audit_every=2, audit_force_bound=1e-6)  # every audit is above
+    learner = Learner(mtp, tmp_path / "run", settings, training=training)
+    for k in range(4):
+        ask(learner, rattled(300 + k, scale=0.03))
+    learner.close(final_refit=False)
+    events = learner.journal.events()
+    assert sum(event["event"] == "audit" for event in events) == 2
+    assert [event["reason"] for event in events if event["event"] == "swap"][-2:] == ["audit", "audit"]
+    assert sum(event["event"] == "hold_fit" for event in events) == 2
+
+
+@pytest.mark.parametrize("iterations", [1, 200])
+def test_the_final_fit_is_validated_and_never_worse_there_than_the_answering_model(tmp_path, iterations):
+    from mtp_driver.fit import evaluate_on
+    from mtp_driver.io.mtp_file import read_mtp
+
+    # holds fit the linear coefficients only: radial functions of the first structure, a model to beat
+    settings = LearnSettings(refit_iterations=0, hold_fit_iterations=0, max_selected=1, validation_share=0.5)
+    learner = Learner(untrained(), tmp_path, settings)
+    for seed in range(12):
+        ask(learner, rattled(seed, scale=0.02 + 0.02 * seed))
+    answering = learner.mtp
+    learner.settings = LearnSettings(refit_iterations=iterations, max_selected=1, validation_share=0.5)
+    learner.close()
+    [event] = [event for event in learner.journal.events() if event["event"] == "validated"]
+    results = len(learner.keys)
+    assert event["validation"] == results // 2 and event["training"] == results - results // 2
+    validation = learner.training[1::2]  # every 2nd result, in journal order
+    final = read_mtp(tmp_path / "final.mtp")
+    losses = [evaluate_on(mtp, validation, ["Cu"]).loss for mtp in (final, answering)]
+    assert losses[0] <= losses[1]
+    assert event["answering"]["loss"] == pytest.approx(losses[1])
+    # one iteration on half the data does not beat a model trained on all of it; 200 do, on data they never saw
+    assert event["kept"] == ("answering model" if iterations == 1 else "refit")

@@ -6,11 +6,11 @@ dataclasses (cheap to import, e.g. for the command line).
 
 from .options import LossWeights, TrainOptions
 
-__all__ = ["LossWeights", "TrainOptions", "TrainResult", "train"]
+__all__ = ["LossWeights", "TrainOptions", "TrainResult", "evaluate_on", "train"]
 
 
 def __getattr__(name: str):
-    if name in ("train", "TrainResult"):
+    if name in ("train", "TrainResult", "evaluate_on"):
         from . import trainer
 
         return getattr(trainer, name)

@@ -32,6 +32,7 @@ class TrainOptions:
     weights: LossWeights = field(default_factory=LossWeights)
     method: str = "projected"  # L-BFGS over the radial coefficients with the linear ones solved exactly, or over all
     max_iter: int = 1000
+    max_seconds: float = 0.0  # stop after the iteration that passes this wall time (0: no limit), e.g. inside a hold
     tolerance: float = 1e-3  # converged when `window` loss evaluations lower the loss by less than this fraction
     window: int = 50
     linear_steps: tuple[int, ...] = (25, 70, 100, 150, 250, 400)  # "joint": MLIP-3's schedule of linear steps
@@ -50,7 +51,7 @@ class TrainOptions:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.init not in INITIALISATIONS:
             raise ValueError(f"init must be one of {INITIALISATIONS}, got {self.init!r}")
-        if self.max_iter < 0 or self.window < 1 or self.valid_every < 1 or self.shard_count < 1:
+        if self.max_iter < 0 or self.max_seconds < 0 or self.window < 1 or self.valid_every < 1 or self.shard_count < 1:
             raise ValueError("max_iter must be >= 0 and window, valid_every, shard_count >= 1")
 
 

@@ -34,7 +34,7 @@ from mtp_driver.mtp.model import MTP
 from .dataset import Batch, make_batch, shard_bounds, shards_of_rank
 from .linear import LinearLeastSquares, least_squares
 from .loss import Evaluation, Objective, parameters_of, with_parameters
-from .options import TrainOptions
+from .options import LossWeights, TrainOptions
 from .parallel import Reducer
 
 
@@ -325,6 +325,9 @@ def train(mtp: MTP, train_images: Sequence, valid_images: Sequence | None = None
         if trainer.iterations >= options.max_iter:
             reason[0] = "max_iter"
             return True
+        if options.max_seconds and time.perf_counter() - trainer.started >= options.max_seconds:
+            reason[0] = "max_seconds"
+            return True
         # converged: the last `window` evaluations (line searches included) gained too little
         earlier = [loss for count, loss in losses if count <= trainer.evaluations - options.window]
         if earlier and earlier[-1] - evaluation.loss < options.tolerance * abs(evaluation.loss):
@@ -369,6 +372,15 @@ def train(mtp: MTP, train_images: Sequence, valid_images: Sequence | None = None
     loss = trainer.loss_at(trainer.parameters)  # usually the last evaluation's: no extra pass
     return TrainResult(trainer.mtp_of(trainer.parameters), trainer.history, reason[0], trainer.iterations,
                        trainer.evaluations, time.perf_counter() - trainer.started, loss)
+
+
+def evaluate_on(mtp: MTP, images: Sequence, species: Sequence[str] | None = None,
+                weights: LossWeights | None = None) -> Evaluation:
+    """The loss (without penalty) and the energy-per-atom and force RMSE of a trained `mtp` as it is (nothing
+    refitted, not even the linear coefficients) on labelled images, e.g. to compare models on held-out data."""
+    batch = make_batch(images, species if species is not None else mtp.species, mtp.max_dist)
+    objective = Objective(mtp, batch, weights if weights is not None else LossWeights(), len(images), penalty_weight=0.0)
+    return objective(parameters_of(mtp), gradient=False)
 
 
 def _early_stop(entry: dict, parameters: np.ndarray, best: dict, options: TrainOptions) -> bool:

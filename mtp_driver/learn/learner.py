@@ -37,7 +37,7 @@ from mtp_driver.active.active_set import build_active_set
 from mtp_driver.active.rows import site_rows
 from mtp_driver.active.select import select_add
 from mtp_driver.calculator import CloseContactError, MTPCalculator, check_close_contacts
-from mtp_driver.fit import TrainOptions, train
+from mtp_driver.fit import TrainOptions, evaluate_on, train
 from mtp_driver.io.lock import hold_exclusive
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
 from mtp_driver.io.species import parse_species
@@ -55,6 +55,9 @@ from .theory import current_results
 
 SELECTION_THRESHOLD = 1.1  # MLIP's select-add default
 FIRST_FIT_ITERATIONS = 100  # L-BFGS iterations when the radial functions are fitted for the first time
+VALIDATION_PATIENCE = 10  # validation evaluations (every 10 iterations) without improvement end the final fit
+MIN_VALIDATION = 3  # held-out structures needed to validate: fewer say too little
+REFIT_RESTART_GROWTH = 0.25  # a background refit is restarted once the data grew by this fraction since it started
 
 
 class Learner:
@@ -109,6 +112,8 @@ class Learner:
         self.call_times: deque[float] = deque()
         self.held_seconds: list[float] = []
         self.refit: dict | None = None
+        # structures the last fit of all parameters saw (a hold's or a refit's); a trained start saw its training set
+        self.fully_fitted = len(self.journal.initial_training()) if self.initial.is_trained else 0
         self.would_hold = 0  # observe mode
         self.would_save = 0
         # the newest version on disk, not a count: a missing file must not make a new model overwrite one
@@ -212,12 +217,38 @@ class Learner:
         self.run_lock.close()
 
     def refit_now(self, reason: str = "refit requested") -> None:
-        """Fit all parameters to all reference data now and swap the result in (blocking)."""
+        """Fit all parameters to the reference data now and swap the result in (blocking).
+
+        Every 1/validation_share-th reference result of the run is held out: the fit keeps its parameters of
+        lowest loss on them, and if the model answering now is better there, that one stays (its errors
+        there are optimistic, as it was trained on them: a fit that still wins is truly better)."""
         with self.lock:
             self._stop_refit()
-            options = TrainOptions(max_iter=max(self.settings.refit_iterations, 1), seed=self.settings.seed)
-            fitted = train(self.mtp, self.training, species=self.species, options=options, progress=False).mtp
-            self._swap_in(fitted, reason)
+            training, validation = self._validation_split()
+            options = TrainOptions(max_iter=max(self.settings.refit_iterations, 1), seed=self.settings.seed,
+                                   patience=VALIDATION_PATIENCE if validation else 0)
+            fit = train(self.mtp, training, validation or None, species=self.species, options=options, progress=False)
+            chosen = fit.mtp
+            if validation:
+                fitted, answering = (evaluate_on(mtp, validation, self.species) for mtp in (fit.mtp, self.mtp))
+                if answering.loss < fitted.loss:
+                    chosen = self.mtp
+                self.journal.log("validated", step=self.step, reason=reason, validation=len(validation),
+                                 training=len(training), kept="answering model" if chosen is self.mtp else "refit",
+                                 refit=_errors(fitted), answering=_errors(answering))
+            self._swap_in(chosen, reason)
+
+    def _validation_split(self) -> tuple[list[Atoms], list[Atoms]]:
+        """(training, validation): every k-th of the run's reference results (k = 1 / validation_share), in
+        journal order, is validation; none while that would leave fewer than MIN_VALIDATION structures."""
+        share = self.settings.validation_share
+        if share <= 0 or share * len(self.keys) < MIN_VALIDATION:
+            return self.training, []
+        every = max(round(1.0 / share), 2)
+        first = len(self.training) - len(self.keys)  # the initial training set is never held out
+        held_out = {first + i for i in range(every - 1, len(self.keys), every)}
+        return ([atoms for i, atoms in enumerate(self.training) if i not in held_out],
+                [atoms for i, atoms in enumerate(self.training) if i in held_out])
 
     def _stop_refit(self) -> None:
         if self.refit is not None:
@@ -284,6 +315,9 @@ class Learner:
             error = _force_rmse(evaluation["forces"], reference)
             self.journal.log("audit", step=self.step, grade=_finite_or_none(evaluation["grade"]),
                              force_rmse_model=error, atoms=len(atoms))
+            bound = self.settings.audit_force_bound
+            if bound and error > bound:  # badly fitted inside its data: the grade cannot see it, the audit did
+                self._update_model("audit", full=True)
 
     def _cooled_down(self) -> bool:
         return self.step - self.last_retraining >= self.settings.cooldown_steps
@@ -335,15 +369,22 @@ class Learner:
     def _keep_candidate(self, atoms: Atoms) -> None:
         with self.candidates_lock:
             self.candidates.append(atoms)
+            if len(self.candidates) >= 2 * self.settings.max_candidates:  # bounded work per hold
+                kept = self._d_optimal(self.candidates, self.settings.max_candidates)
+                self.candidates = [self.candidates[i] for i in kept]
 
     def _selection(self, atoms: Atoms, candidates: list[Atoms]) -> list[Atoms]:
         """The held structure plus the D-optimal choice among `candidates` (at most max_selected in all)."""
-        limit = self.settings.max_selected - 1
-        if self.active_set is None or not candidates or limit == 0:
-            return [atoms]
-        rows = site_rows(self.mtp, candidates, self.species)
-        chosen = select_add(self.active_set, rows, threshold=SELECTION_THRESHOLD, limit=limit).selected
-        return [atoms] + [candidates[i] for i in chosen]
+        return [atoms] + [candidates[i] for i in self._d_optimal(candidates, self.settings.max_selected - 1)]
+
+    def _d_optimal(self, candidates: list[Atoms], limit: int) -> list[int]:
+        """Indices of at most `limit` candidates that extend the active set most (D-optimally)."""
+        snapshot = self.snapshot  # read once: another walker may swap a model in meanwhile
+        if snapshot is None or not candidates or limit == 0:
+            return list(range(len(candidates)))[-limit:] if limit else []
+        _, mtp, active_set = snapshot
+        rows = site_rows(mtp, candidates, self.species)
+        return list(select_add(active_set, rows, threshold=SELECTION_THRESHOLD, limit=limit).selected)
 
     # ------------------------------------------------------------------ models
 
@@ -353,17 +394,32 @@ class Learner:
                 self.keys.append(key)
                 self.training.append(labelled)
 
-    def _update_model(self, reason: str) -> None:
-        """Cheap update: the linear coefficients on all reference data (the first time: a short fit of
-        all parameters), then the active set; the model is swapped in at once."""
+    def _update_model(self, reason: str, full: bool = False) -> None:
+        """Refit and swap in at once: all parameters (warm-started, hold_fit_iterations, at most hold_fit_seconds)
+        the first time, when `full`, or when the data grew by hold_fit_growth since the last such fit; else the
+        linear coefficients only. Then the active set, and a background refit on the newest data."""
         start = self.mtp or self._latest_model() or self.initial
         if self.settings.observe:  # the potential as given (trained: checked at start): only its active set is built
             self._swap_in(start, reason)
             return
-        iterations = 0 if start.is_trained else FIRST_FIT_ITERATIONS
-        options = TrainOptions(max_iter=iterations, seed=self.settings.seed)
-        fitted = train(start, self.training, species=self.species, options=options, progress=False).mtp
-        self._swap_in(fitted, reason)
+        settings = self.settings
+        grown = len(self.training) > (1.0 + settings.hold_fit_growth) * self.fully_fitted
+        if not start.is_trained:
+            iterations = max(settings.hold_fit_iterations, FIRST_FIT_ITERATIONS)
+        elif full or grown:
+            # the linear coefficients alone would keep radial functions fitted to old data: a model that
+            # answers badly inside its data, where no grade can see it
+            iterations = settings.hold_fit_iterations
+        else:
+            iterations = 0
+        options = TrainOptions(max_iter=iterations, max_seconds=settings.hold_fit_seconds, seed=settings.seed)
+        result = train(start, self.training, species=self.species, options=options, progress=False)
+        if iterations:
+            self.fully_fitted = len(self.training)
+            self.journal.log("hold_fit", step=self.step, reason=reason, references=len(self.training),
+                             iterations=result.iterations, seconds=result.seconds, stop_reason=result.stop_reason,
+                             loss=result.loss)
+        self._swap_in(result.mtp, reason)
         self._start_refit()
 
     def _latest_model(self) -> MTP | None:
@@ -382,8 +438,15 @@ class Learner:
                          active_set_mode=self.active_set.mode)
 
     def _start_refit(self) -> None:
-        if self.refit is not None or self.settings.refit_iterations <= 0:
+        """A background refit of all parameters on the newest data; one on data that has grown by
+        REFIT_RESTART_GROWTH since it started is restarted, rather than finish on stale data."""
+        if self.settings.refit_iterations <= 0:
             return
+        if self.refit is not None:
+            if len(self.training) <= (1.0 + REFIT_RESTART_GROWTH) * self.refit["structures"]:
+                return
+            self._stop_refit()
+            self.journal.log("refit_restarted", step=self.step, references=len(self.keys))
         start = self._model_path(self.version)
         keys_file = self.models_dir / f"refit_{self.version:04d}.keys.json"
         keys_file.write_text(json.dumps(self.keys))
@@ -393,7 +456,8 @@ class Learner:
                    str(output), str(self.settings.refit_iterations), str(self.settings.seed), *self.species]
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        self.refit = dict(process=process, output=output, references=len(self.keys), started=time.perf_counter())
+        self.refit = dict(process=process, output=output, references=len(self.keys), structures=len(self.training),
+                          started=time.perf_counter())
         self.journal.log("refit_started", step=self.step, version=self.version, references=len(self.keys))
 
     def _swap_finished_refit(self) -> None:
@@ -413,6 +477,7 @@ class Learner:
                          loss_current=current.history[-1]["loss"], seconds=time.perf_counter() - refit["started"],
                          unseen_references=len(self.keys) - refit["references"])
         if better:
+            self.fully_fitted = max(self.fully_fitted, refit["structures"])
             self._swap_in(candidate.mtp, "refit")
         if len(self.keys) > refit["references"]:  # data it did not see: refit again
             self._start_refit()
@@ -425,6 +490,11 @@ def _virial(atoms: Atoms) -> np.ndarray:
 
 def _force_rmse(forces: np.ndarray, reference: Atoms) -> float:
     return float(np.sqrt(np.mean((forces - reference.get_forces()) ** 2)))
+
+
+def _errors(evaluation) -> dict:
+    return dict(loss=evaluation.loss, energy_rmse_mev=1e3 * float(evaluation.rmse[0]),
+                force_rmse=float(evaluation.rmse[1]))
 
 
 def _finite_or_none(value):

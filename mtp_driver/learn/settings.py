@@ -37,6 +37,14 @@ class LearnSettings:
     failure_budget: int = 10
     workers: int = 1  # parallel reference calls
     refit_iterations: int = 300  # L-BFGS iterations of the background refit of all parameters
+    # a hold fits all parameters (warm-started) once the data grew by this fraction since the last such fit
+    hold_fit_growth: float = 0.0
+    hold_fit_iterations: int = 100  # L-BFGS iterations of that fit at most (0: the linear coefficients only)
+    hold_fit_seconds: float = 120.0  # and at most this long (0: no limit)
+    max_candidates: int = 64  # candidates kept between holds; beyond, the D-optimal ones among them
+    audit_force_bound: float = 0.0  # eV/Å: an audit call finding a larger force RMSE refits all parameters (0: never)
+    # share of the run's reference results held out of the final fit to validate it (0: none)
+    validation_share: float = 0.1
     observe: bool = False  # never call the reference: grade, count what the thresholds would trigger
     audit_every: int = 0  # a reference call on a non-extrapolative request every this many (0: none)
     seed: int = 0
@@ -50,6 +58,12 @@ class LearnSettings:
             raise ValueError(f"answer_with must be one of {ANSWERS}")
         if self.max_selected < 1 or self.retries < 0 or self.workers < 1 or self.audit_every < 0:
             raise ValueError("max_selected and workers must be >= 1, retries and audit_every >= 0")
+        if self.max_candidates < 1 or min(self.hold_fit_growth, self.hold_fit_iterations, self.hold_fit_seconds,
+                                          self.audit_force_bound) < 0:
+            raise ValueError("max_candidates must be >= 1; hold_fit_growth, hold_fit_iterations, hold_fit_seconds "
+                             "and audit_force_bound >= 0")
+        if not 0.0 <= self.validation_share <= 0.5:
+            raise ValueError("validation_share must be between 0 and 0.5")
 
     def to_dict(self) -> dict:
         return asdict(self)
