@@ -228,23 +228,31 @@ def test_the_candidate_pool_is_bounded_by_d_optimal_pruning(tmp_path):
     learner.close(final_refit=False)
 
 
-def test_an_audit_above_the_bound_refits_all_parameters(tmp_path):
+@pytest.mark.parametrize("bound", [1e-6, 1e3])  # eV/Å: every audit is above, none is
+def test_an_audit_above_the_bound_refits_all_parameters(tmp_path, bound):
+    from mtp_driver.learn.report import format_summary, learning_summary
+
     mtp, training = trained_start(tmp_path)
-    settings = LearnSettings(refit_iterations=0, audit_every=2, audit_force_bound=1e-6)  # every audit is above
+    settings = LearnSettings(refit_iterations=0, audit_every=2, audit_force_bound=bound)
     learner = Learner(mtp, tmp_path / "run", settings, training=training)
     for k in range(4):
         ask(learner, rattled(300 + k, scale=0.03))
     learner.close(final_refit=False)
     events = learner.journal.events()
+    above = 2 if bound < 1 else 0
     assert sum(event["event"] == "audit" for event in events) == 2
-    assert [event["reason"] for event in events if event["event"] == "swap"][-2:] == ["audit", "audit"]
-    assert sum(event["event"] == "hold_fit" for event in events) == 2
+    assert sum(event["event"] == "swap" and event["reason"] == "audit" for event in events) == above
+    assert sum(event["event"] == "hold_fit" for event in events) == above
+    summary = learning_summary(tmp_path / "run")
+    assert (summary["audits"], summary["audits_above_bound"], summary["hold_fits"]) == (2, above, above)
+    assert f"at 2 audit calls: median {summary['audit_force_rmse_median']:.4f} eV/Å" in format_summary(summary)
 
 
 @pytest.mark.parametrize("iterations", [1, 200])
 def test_the_final_fit_is_validated_and_never_worse_there_than_the_answering_model(tmp_path, iterations):
     from mtp_driver.fit import evaluate_on
     from mtp_driver.io.mtp_file import read_mtp
+    from mtp_driver.learn.report import format_summary, learning_summary
 
     # holds fit the linear coefficients only: radial functions of the first structure, a model to beat
     settings = LearnSettings(refit_iterations=0, hold_fit_iterations=0, max_selected=1, validation_share=0.5)
@@ -264,3 +272,4 @@ def test_the_final_fit_is_validated_and_never_worse_there_than_the_answering_mod
     assert event["answering"]["loss"] == pytest.approx(losses[1])
     # one iteration on half the data does not beat a model trained on all of it; 200 do, on data they never saw
     assert event["kept"] == ("answering model" if iterations == 1 else "refit")
+    assert f"validated on {results // 2} held out" in format_summary(learning_summary(tmp_path))

@@ -313,10 +313,11 @@ class Learner:
         if results:
             reference = results[0][1]
             error = _force_rmse(evaluation["forces"], reference)
-            self.journal.log("audit", step=self.step, grade=_finite_or_none(evaluation["grade"]),
-                             force_rmse_model=error, atoms=len(atoms))
             bound = self.settings.audit_force_bound
-            if bound and error > bound:  # badly fitted inside its data: the grade cannot see it, the audit did
+            above = bool(bound) and error > bound
+            self.journal.log("audit", step=self.step, grade=_finite_or_none(evaluation["grade"]),
+                             force_rmse_model=error, atoms=len(atoms), above_bound=above)
+            if above:  # badly fitted inside its data: the grade cannot see it, the audit did
                 self._update_model("audit", full=True)
 
     def _cooled_down(self) -> bool:

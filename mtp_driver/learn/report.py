@@ -45,6 +45,9 @@ def learning_summary(run_dir: str | os.PathLike, window: int = 1000, converged_c
     rate = 1000.0 * len(recent) / min(window, steps) if steps else 0.0
     held = [event["held_seconds"] for event in resumes]
     errors = [event["force_rmse_old_model"] for event in resumes if event.get("force_rmse_old_model") is not None]
+    audits = [event["force_rmse_model"] for event in events if event["event"] == "audit"]
+    fits = [event["seconds"] for event in events if event["event"] == "hold_fit"]
+    validated = [event for event in events if event["event"] == "validated"]
     return dict(
         requests=steps, walkers=len({entry["walker"] for entry in trace}), reference_calls=len(calls),
         quarantined=sum(event["event"] == "quarantined" for event in events),
@@ -54,6 +57,13 @@ def learning_summary(run_dir: str | os.PathLike, window: int = 1000, converged_c
         force_rmse_at_calls_first=errors[0] if errors else None, force_rmse_at_calls_last=errors[-1] if errors else None,
         calls_per_1000_recent=rate, converged=bool(steps >= window and rate < converged_calls),
         restarts=sum(event["event"] == "start" for event in events) - 1,
+        # the answering model's error along the run, where the grade did not ask: audit calls
+        audits=len(audits), audit_force_rmse_median=statistics.median(audits) if audits else None,
+        audit_force_rmse_max=max(audits) if audits else None,
+        audits_above_bound=sum(bool(event.get("above_bound")) for event in events if event["event"] == "audit"),
+        hold_fits=len(fits), hold_fit_median_s=statistics.median(fits) if fits else 0.0,
+        hold_fit_max_s=max(fits) if fits else 0.0,
+        final_validation=validated[-1] if validated else None,
     )
 
 
@@ -109,6 +119,20 @@ def format_summary(summary: dict) -> str:
     if summary["force_rmse_at_calls_first"] is not None:
         lines.append(f"force RMSE of the model on the structures it extrapolated on: first "
                      f"{summary['force_rmse_at_calls_first']:.4f} eV/Å, last {summary['force_rmse_at_calls_last']:.4f} eV/Å")
+    if summary["hold_fits"]:
+        lines.append(f"fits of all parameters inside holds: {summary['hold_fits']}, median "
+                     f"{summary['hold_fit_median_s']:.2f} s, max {summary['hold_fit_max_s']:.2f} s")
+    if summary["audits"]:
+        lines.append(f"force RMSE of the answering model at {summary['audits']} audit calls: median "
+                     f"{summary['audit_force_rmse_median']:.4f} eV/Å, max {summary['audit_force_rmse_max']:.4f} eV/Å, "
+                     f"{summary['audits_above_bound']} above the bound (each refit all parameters)")
+    final = summary["final_validation"]
+    if final is not None:
+        kept = final["kept"]
+        lines.append(f"last refit ({final['reason']}) on {final['training']} structures, validated on "
+                     f"{final['validation']} held out: refit {final['refit']['force_rmse']:.4f} eV/Å, "
+                     f"{final['refit']['energy_rmse_mev']:.3f} meV/atom; answering model {final['answering']['force_rmse']:.4f} "
+                     f"eV/Å, {final['answering']['energy_rmse_mev']:.3f} meV/atom (trained on them); kept: {kept}")
     lines.append(f"reference calls per 1000 requests, recently: {summary['calls_per_1000_recent']:.1f} -> "
                  + ("converged" if summary["converged"] else "not converged yet"))
     return "\n".join(lines)
@@ -116,7 +140,7 @@ def format_summary(summary: dict) -> str:
 
 def write_plots(run_dir: str | os.PathLike, path: str | os.PathLike) -> None:
     """One PNG, four panels: grade per request and walker, cumulative reference calls, the model's
-    force error at each call, and the time held per retraining."""
+    force error at each call (held structures and audits), and the time held per retraining."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,8 +166,13 @@ def write_plots(run_dir: str | os.PathLike, path: str | os.PathLike) -> None:
     errors = [(event["step"], event["force_rmse_old_model"]) for event in resumes
               if event.get("force_rmse_old_model") is not None]
     if errors:
-        axes[1, 0].semilogy(*zip(*errors), "o")
-    axes[1, 0].set(xlabel="request", ylabel="force RMSE (eV/Å)", title="model error on the held structure")
+        axes[1, 0].semilogy(*zip(*errors), "o", label="held structure (before learning)")
+    audits = [(event["step"], event["force_rmse_model"]) for event in events if event["event"] == "audit"]
+    if audits:
+        axes[1, 0].semilogy(*zip(*audits), "s", ms=3, label="audit call (answering model)")
+    if errors or audits:
+        axes[1, 0].legend(fontsize=7)
+    axes[1, 0].set(xlabel="request", ylabel="force RMSE (eV/Å)", title="model error against the reference")
     axes[1, 1].plot([event["step"] for event in resumes], [event["held_seconds"] for event in resumes], "o")
     axes[1, 1].set(xlabel="request", ylabel="seconds", title="time the engine was held")
     figure.tight_layout()
