@@ -7,10 +7,14 @@ Per request (grades are MaxVol extrapolation grades, see `mtp_driver.active`):
 * up to threshold_break: answer with the MTP and keep the structure as a candidate;
 * above: hold the request (the engine waits on its socket), select D-optimally among the
   candidates and this structure, compute the selected ones with the reference (journaled),
-  refit the linear coefficients on all reference data, rebuild the active set, swap the model in,
-  then answer. A refit of all parameters runs meanwhile in a separate process and is swapped in
-  at a later request boundary only if it lowers the loss on all reference data, the data it did
-  not see included.
+  refit on all reference data, rebuild the active set, swap the model in, then answer. The hold
+  fits all parameters, warm-started and bounded in iterations and seconds, the first time, after
+  an audit above its bound, and once the data has grown by hold_fit_growth since the last such
+  fit; else the linear coefficients only (`Learner._update_model`). A refit of all parameters
+  runs meanwhile in a separate process and is swapped in at a later request boundary only if it
+  lowers the loss on all reference data, the data it did not see included.
+
+The models (the one answering, the versions on disk, the background refit) are in `models.py`.
 
 Everything needed to resume is on disk (`journal.py`): a restart reads the finished reference
 results, makes the calls a kill interrupted, refits, and goes on; finished calls are never repeated.
@@ -20,15 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -49,15 +52,25 @@ from mtp_driver.plugins import import_object
 from .calls import LearningStopped, ReferenceCalls
 from .intake import UnphysicalStructure, check_request
 from .journal import Journal
+from .models import CurrentModel, ModelVersions, RefitJob, refit_linear
 from .reference import Reference
 from .settings import LearnSettings, store_settings, stored_settings
 from .theory import current_results
 
-SELECTION_THRESHOLD = 1.1  # MLIP's select-add default
 FIRST_FIT_ITERATIONS = 100  # L-BFGS iterations when the radial functions are fitted for the first time
 VALIDATION_PATIENCE = 10  # validation evaluations (every 10 iterations) without improvement end the final fit
 MIN_VALIDATION = 3  # held-out structures needed to validate: fewer say too little
-REFIT_RESTART_GROWTH = 0.25  # a background refit is restarted once the data grew by this fraction since it started
+
+
+class Answer(NamedTuple):
+    """A model's answer to one request: its extrapolation grade, energy (eV), forces (eV/Å), virial (eV),
+    and the model version that gave it (0 and grade inf before any model: energy, forces, virial None)."""
+
+    grade: float
+    energy: float | None
+    forces: np.ndarray | None
+    virial: np.ndarray | None
+    version: int
 
 
 class Learner:
@@ -65,7 +78,14 @@ class Learner:
 
     `potential`: the starting MTP (untrained from `mtp-driver init`, or trained) or its path;
     `run_dir`: where the journal, the reference results and every model version live;
-    `training`: labelled structures to start from (optional)."""
+    `training`: labelled structures to start from (optional).
+
+    Locks (walkers call `compute` from several threads): `lock` (re-entrant) admits one walker at a time
+    to learning and swapping models; a request boundary only tries it, without waiting, to swap in a
+    finished background refit. `candidates_lock` guards the candidate pool, which walkers append to
+    while another walker's hold selects from it; `step_lock` gives each request its own number;
+    `trace_lock` writes one grades.jsonl line at a time. `current` (a `CurrentModel`) is replaced as a
+    whole on every swap, so a walker reads it once, without a lock, and has one consistent model."""
 
     def __init__(self, potential: MTP | str | os.PathLike, run_dir: str | os.PathLike,
                  settings: LearnSettings | None = None, training=(), reference_changed: str | None = None):
@@ -87,8 +107,7 @@ class Learner:
         self.initial = potential if isinstance(potential, MTP) else read_mtp(potential)
         self.journal = Journal(self.run_dir)
         self._check_at_start(training or self.journal.initial_training())
-        self.models_dir = self.run_dir / "models"
-        self.models_dir.mkdir(exist_ok=True)
+        self.models = ModelVersions(self.run_dir / "models")
         previous = stored_settings(self.run_dir / "settings.json")
         # before the settings are replaced: their reference is the one results of older runs belong to
         results = current_results(self.journal, self.settings.reference, reference_changed,
@@ -111,17 +130,12 @@ class Learner:
         self.last_retraining = -10**9
         self.call_times: deque[float] = deque()
         self.held_seconds: list[float] = []
-        self.refit: dict | None = None
+        self.refit: RefitJob | None = None  # the background refit running now
         # structures the last fit of all parameters saw (a hold's or a refit's); a trained start saw its training set
         self.fully_fitted = len(self.journal.initial_training()) if self.initial.is_trained else 0
         self.would_hold = 0  # observe mode
         self.would_save = 0
-        # the newest version on disk, not a count: a missing file must not make a new model overwrite one
-        self.version = max((int(match[1]) for path in self.models_dir.glob("model_*.mtp")
-                            if (match := re.fullmatch(r"model_(\d+)\.mtp", path.name))), default=0)
-        self.mtp: MTP | None = None
-        self.active_set = None
-        self.snapshot: tuple | None = None  # (version, mtp, active set) of the model answering now
+        self.current: CurrentModel | None = None  # the model answering now
         self.lock = threading.RLock()  # learning and swapping: one walker at a time
         self.walker = threading.local()  # each walker thread its own calculator (ASE calculators keep state)
         # every request's grade, buffered: a diagnostic trace, not needed to resume
@@ -152,6 +166,17 @@ class Learner:
                 raise ValueError(f"--answer-with reference needs the reference's stress for periodic cells, and "
                                  f"{settings.reference.calculator} gives none: answer with the model instead")
 
+    @property
+    def mtp(self) -> MTP | None:
+        """The potential answering now (None before anything was learnt)."""
+        current = self.current
+        return None if current is None else current.mtp
+
+    @property
+    def version(self) -> int:
+        """The newest model version on disk: the one answering, once a model was swapped in in this run."""
+        return self.models.newest
+
     # ------------------------------------------------------------------ the Potential interface
 
     def compute(self, positions, cell, pbc, numbers):
@@ -171,32 +196,31 @@ class Learner:
                 self._swap_finished_refit()
             finally:
                 self.lock.release()
-        evaluation = self._evaluate(atoms)
+        answer = self._evaluate(atoms)
         held = 0.0
         if self.settings.observe:
-            self._observe(evaluation["grade"])
-        elif evaluation["grade"] > self.settings.threshold_break:
+            self._observe(answer.grade)
+        elif answer.grade > self.settings.threshold_break:
             with self.lock:
-                if evaluation["version"] != self.version:  # another walker learnt meanwhile: grade again
-                    evaluation = self._evaluate(atoms)
-                if evaluation["grade"] > self.settings.threshold_break and self._may_retrain():
-                    evaluation, held = self._learn(atoms, evaluation)
-                elif evaluation["grade"] > self.settings.threshold_save:
+                if answer.version != self.version:  # another walker learnt meanwhile: grade again
+                    answer = self._evaluate(atoms)
+                if answer.grade > self.settings.threshold_break and self._may_retrain():
+                    answer, held = self._learn(atoms, answer)
+                elif answer.grade > self.settings.threshold_save:
                     self._keep_candidate(atoms)
-        elif evaluation["grade"] > self.settings.threshold_save:
+        elif answer.grade > self.settings.threshold_save:
             self._keep_candidate(atoms)
         elif self.settings.audit_every and step % self.settings.audit_every == 0:
             with self.lock:
-                self._audit(atoms, evaluation)
+                self._audit(atoms, answer)
         line = json.dumps(dict(step=step, walker=threading.current_thread().name, held=held > 0,
-                               grade=_finite_or_none(evaluation["grade"]), version=evaluation["version"]))
+                               grade=_finite_or_none(answer.grade), version=answer.version))
         with self.trace_lock:
             self.trace.write(line + "\n")
         # the grade of the model that answered (after learning, if it held); the journal has the one before
-        extras = {"model_version": f"learner:{evaluation['version']}",
-                  "mtp_grade": _finite_or_none(evaluation["grade"]), "held_seconds": held,
-                  "reference_calls": len(self.keys)}
-        return evaluation["energy"], evaluation["forces"], evaluation["virial"], extras
+        extras = {"model_version": f"learner:{answer.version}", "mtp_grade": _finite_or_none(answer.grade),
+                  "held_seconds": held, "reference_calls": len(self.keys)}
+        return answer.energy, answer.forces, answer.virial, extras
 
     def interrupt(self) -> None:
         """Stop the running reference calls now (safe from signal handlers, for Ctrl-C): they stay pending
@@ -252,8 +276,7 @@ class Learner:
 
     def _stop_refit(self) -> None:
         if self.refit is not None:
-            self.refit["process"].kill()
-            self.refit["process"].wait()
+            self.refit.stop()
             self.refit = None
 
     def summary(self) -> dict:
@@ -267,24 +290,23 @@ class Learner:
 
     def _calculator(self) -> tuple[int, MTPCalculator | None]:
         """The model answering now, as this walker thread's own calculator."""
-        snapshot = self.snapshot  # read once: a swap replaces the whole tuple
-        if snapshot is None:
+        current = self.current  # read once: a swap replaces it as a whole
+        if current is None:
             return 0, None
-        version, mtp, active_set = snapshot
-        if getattr(self.walker, "version", None) != version:
-            self.walker.calculator = MTPCalculator(mtp, species=self.species, active_set=active_set,
+        if getattr(self.walker, "version", None) != current.version:
+            self.walker.calculator = MTPCalculator(current.mtp, species=self.species, active_set=current.active_set,
                                                    close_contact_factor=self.settings.close_contact_factor)
-            self.walker.version = version
-        return version, self.walker.calculator
+            self.walker.version = current.version
+        return current.version, self.walker.calculator
 
-    def _evaluate(self, atoms: Atoms) -> dict:
+    def _evaluate(self, atoms: Atoms) -> Answer:
         version, calculator = self._calculator()
         try:
             if calculator is None:  # nothing learnt yet: everything extrapolates
                 limit = self.settings.close_contact_factor * self.initial.min_dist
                 check_close_contacts(build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, limit),
                                      self.initial.min_dist, self.settings.close_contact_factor)
-                return dict(grade=np.inf, energy=None, forces=None, virial=None, version=0)
+                return Answer(grade=np.inf, energy=None, forces=None, virial=None, version=0)
             atoms.calc = calculator
             energy = atoms.get_potential_energy()
         except (CloseContactError, UnphysicalCell) as exc:  # the neighbour list of a shorter cutoff can differ
@@ -294,7 +316,7 @@ class Learner:
         virial = _virial(atoms)
         grade = float(calculator.results["extrapolation_grade"])
         atoms.calc = None
-        return dict(grade=grade, energy=energy, forces=forces, virial=virial, version=version)
+        return Answer(grade=grade, energy=energy, forces=forces, virial=virial, version=version)
 
     def _observe(self, grade: float) -> None:
         """Observe mode: count what the thresholds would trigger (the cool-down applied), call nothing."""
@@ -305,17 +327,17 @@ class Learner:
         elif grade > self.settings.threshold_save:
             self.would_save += 1
 
-    def _audit(self, atoms: Atoms, evaluation: dict) -> None:
+    def _audit(self, atoms: Atoms, answer: Answer) -> None:
         """A reference call on a request the model answers anyway: the real error at a low grade."""
         results = self.calls.compute([atoms], step=self.step, reason="audit")
         self.call_times.append(time.time())
         self._add_references(results)
         if results:
             reference = results[0][1]
-            error = _force_rmse(evaluation["forces"], reference)
+            error = _force_rmse(answer.forces, reference)
             bound = self.settings.audit_force_bound
             above = bool(bound) and error > bound
-            self.journal.log("audit", step=self.step, grade=_finite_or_none(evaluation["grade"]),
+            self.journal.log("audit", step=self.step, grade=_finite_or_none(answer.grade),
                              force_rmse_model=error, atoms=len(atoms), above_bound=above)
             if above:  # badly fitted inside its data: the grade cannot see it, the audit did
                 self._update_model("audit", full=True)
@@ -329,13 +351,13 @@ class Learner:
             self.call_times.popleft()
         return self._cooled_down() and len(self.call_times) < self.settings.max_calls_per_hour
 
-    def _learn(self, atoms: Atoms, before: dict) -> tuple[dict, float]:
-        """Hold this request: select, compute, refit, swap; the evaluation to answer with, and the time held."""
+    def _learn(self, atoms: Atoms, before: Answer) -> tuple[Answer, float]:
+        """Hold this request: select, compute, refit, swap; the answer to give, and the time held."""
         started = time.perf_counter()
         with self.candidates_lock:  # candidates other walkers find during this hold wait for the next one
             candidates, self.candidates = self.candidates, []
         selected = self._selection(atoms, candidates)
-        self.journal.log("hold", step=self.step, grade=_finite_or_none(before["grade"]), selected=len(selected),
+        self.journal.log("hold", step=self.step, grade=_finite_or_none(before.grade), selected=len(selected),
                          candidates=len(candidates))
         results = self.calls.compute(selected, step=self.step)
         self.call_times.extend([time.time()] * len(results))
@@ -348,23 +370,22 @@ class Learner:
                          None)
         held = time.perf_counter() - started
         self.held_seconds.append(held)
-        old_force_rmse = None if reference is None or before["forces"] is None else \
-            _force_rmse(before["forces"], reference)
+        old_force_rmse = None if reference is None or before.forces is None else _force_rmse(before.forces, reference)
         self.journal.log("resume", step=self.step, held_seconds=held, version=self.version, atoms=len(atoms),
-                         grade_before=_finite_or_none(before["grade"]), energy_old_model=before["energy"],
-                         energy_new_model=after["energy"],
+                         grade_before=_finite_or_none(before.grade), energy_old_model=before.energy,
+                         energy_new_model=after.energy,
                          energy_reference=None if reference is None else reference.get_potential_energy(),
-                         force_rmse_old_model=old_force_rmse, grade_after=_finite_or_none(after["grade"]))
-        if reference is None and not after["grade"] <= self.settings.threshold_break:
+                         force_rmse_old_model=old_force_rmse, grade_after=_finite_or_none(after.grade))
+        if reference is None and not after.grade <= self.settings.threshold_break:
             raise LearningStopped(
                 f"request {self.step}: the reference failed on the held structure (see "
                 f"{self.journal.run_dir / 'quarantine'}) and the retrained MTP still extrapolates there (grade "
-                f"{after['grade']:.3g} > threshold_break {self.settings.threshold_break:g}): stopping rather than "
+                f"{after.grade:.3g} > threshold_break {self.settings.threshold_break:g}): stopping rather than "
                 "answering with an untrusted model. Check the reference on that structure (e.g. its SCF "
                 "settings); running the same command again resumes from the journal")
         if self.settings.answer_with == "reference" and reference is not None:
-            after = dict(after, energy=reference.get_potential_energy(), forces=reference.get_forces(),
-                         virial=_virial(reference))
+            after = after._replace(energy=reference.get_potential_energy(), forces=reference.get_forces(),
+                                   virial=_virial(reference))
         return after, held
 
     def _keep_candidate(self, atoms: Atoms) -> None:
@@ -380,12 +401,11 @@ class Learner:
 
     def _d_optimal(self, candidates: list[Atoms], limit: int) -> list[int]:
         """Indices of at most `limit` candidates that extend the active set most (D-optimally)."""
-        snapshot = self.snapshot  # read once: another walker may swap a model in meanwhile
-        if snapshot is None or not candidates or limit == 0:
+        current = self.current  # read once: another walker may swap a model in meanwhile
+        if current is None or not candidates or limit == 0:
             return list(range(len(candidates)))[-limit:] if limit else []
-        _, mtp, active_set = snapshot
-        rows = site_rows(mtp, candidates, self.species)
-        return list(select_add(active_set, rows, threshold=SELECTION_THRESHOLD, limit=limit).selected)
+        rows = site_rows(current.mtp, candidates, self.species)
+        return list(select_add(current.active_set, rows, limit=limit).selected)
 
     # ------------------------------------------------------------------ models
 
@@ -399,7 +419,7 @@ class Learner:
         """Refit and swap in at once: all parameters (warm-started, hold_fit_iterations, at most hold_fit_seconds)
         the first time, when `full`, or when the data grew by hold_fit_growth since the last such fit; else the
         linear coefficients only. Then the active set, and a background refit on the newest data."""
-        start = self.mtp or self._latest_model() or self.initial
+        start = self.mtp or self.models.read_newest() or self.initial
         if self.settings.observe:  # the potential as given (trained: checked at start): only its active set is built
             self._swap_in(start, reason)
             return
@@ -423,64 +443,46 @@ class Learner:
         self._swap_in(result.mtp, reason)
         self._start_refit()
 
-    def _latest_model(self) -> MTP | None:
-        return read_mtp(self._model_path(self.version)) if self.version else None
-
-    def _model_path(self, version: int) -> Path:
-        return self.models_dir / f"model_{version:04d}.mtp"
-
     def _swap_in(self, mtp: MTP, reason: str) -> None:
-        self.version += 1
-        write_mtp(mtp, self._model_path(self.version))
-        self.mtp = mtp
-        self.active_set = build_active_set(mtp, self.training, self.species, mode=self.settings.grade_mode)
-        self.snapshot = (self.version, mtp, self.active_set)
-        self.journal.log("swap", step=self.step, version=self.version, reason=reason, references=len(self.keys),
-                         active_set_mode=self.active_set.mode)
+        version = self.models.write_next(mtp)
+        active_set = build_active_set(mtp, self.training, self.species, mode=self.settings.grade_mode)
+        self.current = CurrentModel(version, mtp, active_set)
+        self.journal.log("swap", step=self.step, version=version, reason=reason, references=len(self.keys),
+                         active_set_mode=active_set.mode)
 
     def _start_refit(self) -> None:
-        """A background refit of all parameters on the newest data; one on data that has grown by
-        REFIT_RESTART_GROWTH since it started is restarted, rather than finish on stale data."""
+        """A background refit of all parameters on the newest data; one the data has outgrown since it started
+        (`RefitJob.outgrown`) is restarted, rather than finish on stale data."""
         if self.settings.refit_iterations <= 0:
             return
         if self.refit is not None:
-            if len(self.training) <= (1.0 + REFIT_RESTART_GROWTH) * self.refit["structures"]:
+            if not self.refit.outgrown(len(self.training)):
                 return
             self._stop_refit()
             self.journal.log("refit_restarted", step=self.step, references=len(self.keys))
-        start = self._model_path(self.version)
-        keys_file = self.models_dir / f"refit_{self.version:04d}.keys.json"
-        keys_file.write_text(json.dumps(self.keys))
-        output = self.models_dir / f"refit_{self.version:04d}.mtp"
-        log = open(self.models_dir / f"refit_{self.version:04d}.log", "w")
-        command = [sys.executable, "-m", "mtp_driver.learn.refit", str(self.run_dir), str(start), str(keys_file),
-                   str(output), str(self.settings.refit_iterations), str(self.settings.seed), *self.species]
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.refit = dict(process=process, output=output, references=len(self.keys), structures=len(self.training),
-                          started=time.perf_counter())
+        self.refit = RefitJob.start(self.run_dir, self.models, self.version, self.keys, len(self.training),
+                                    self.settings.refit_iterations, self.settings.seed, self.species)
         self.journal.log("refit_started", step=self.step, version=self.version, references=len(self.keys))
 
     def _swap_finished_refit(self) -> None:
         """At a request boundary: take a finished refit if it is better on all reference data."""
-        if self.refit is None or self.refit["process"].poll() is None:
+        if self.refit is None or not self.refit.finished():
             return
         refit, self.refit = self.refit, None
-        if refit["process"].returncode != 0 or not refit["output"].exists():
-            self.journal.log("refit_failed", step=self.step, returncode=refit["process"].returncode)
+        refitted = refit.result()
+        if refitted is None:
+            self.journal.log("refit_failed", step=self.step, returncode=refit.process.returncode)
             return
-        options = TrainOptions(max_iter=0, seed=self.settings.seed)
-        candidate = train(read_mtp(refit["output"]), self.training, species=self.species, options=options,
-                          progress=False)
-        current = train(self.mtp, self.training, species=self.species, options=options, progress=False)
-        better = candidate.history[-1]["loss"] < current.history[-1]["loss"]
+        candidate = refit_linear(refitted, self.training, self.species, self.settings.seed)
+        answering = refit_linear(self.mtp, self.training, self.species, self.settings.seed)
+        better = candidate.history[-1]["loss"] < answering.history[-1]["loss"]
         self.journal.log("refit_finished", step=self.step, accepted=better, loss_refit=candidate.history[-1]["loss"],
-                         loss_current=current.history[-1]["loss"], seconds=time.perf_counter() - refit["started"],
-                         unseen_references=len(self.keys) - refit["references"])
+                         loss_current=answering.history[-1]["loss"], seconds=time.perf_counter() - refit.started,
+                         unseen_references=len(self.keys) - refit.references)
         if better:
-            self.fully_fitted = max(self.fully_fitted, refit["structures"])
+            self.fully_fitted = max(self.fully_fitted, refit.structures)
             self._swap_in(candidate.mtp, "refit")
-        if len(self.keys) > refit["references"]:  # data it did not see: refit again
+        if len(self.keys) > refit.references:  # data it did not see: refit again
             self._start_refit()
 
 
