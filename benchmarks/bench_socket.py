@@ -3,9 +3,9 @@ i-PI's own `i-pi-py_driver -m dummy`, for 64 and 1000 atoms over UNIX and TCP, i
 
     python benchmarks/bench_socket.py [--steps 1100] [--repeats 2]
 
-The time per step is i-PI's own: it prints the mean over every 100 steps; the first block
-(start-up) is dropped and the fastest block of all repeats kept, as timeit does: on a shared
-machine the slower blocks measure the neighbours, not the socket.
+The time per step is i-PI's own (its input: protocols/nvt_timing.xml): it prints the mean over
+every 100 steps; the first block (start-up) is dropped and the fastest block of all repeats kept,
+as timeit does: on a shared machine the slower blocks measure the neighbours, not the socket.
 Ratio = ours / i-PI's driver: below 1 means our driver costs i-PI less per step.
 """
 
@@ -27,28 +27,7 @@ from mtp_driver.ipi.server import ipi_executable
 
 SIZES = {64: (2, 2, 4), 1000: (5, 5, 10)}
 ZERO = PotentialSpec(calculator="mtp_driver.ipi.potential:ZeroPotential")
-INPUT = """
-<simulation verbosity='medium' safe_stride='100000'>
-  <output prefix='bench'><properties stride='100000' filename='out'>[step, potential]</properties></output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>1</seed></prng>
-  <ffsocket name='driver' mode='unix'><address>x</address><timeout>0</timeout></ffsocket>
-  <system>
-    <initialize nbeads='1'>
-      <file mode='ase'>init.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>300</velocities>
-    </initialize>
-    <forces><force forcefield='driver'/></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'>1</timestep>
-        <thermostat mode='svr'><tau units='femtosecond'>100</tau></thermostat>
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'>300</temperature></ensemble>
-  </system>
-</simulation>
-"""
+INPUT = Path(__file__).resolve().parents[1] / "protocols" / "nvt_timing.xml"
 LISTENING = "Starting the polling thread"
 STEP_TIME = re.compile(r"Average timings at MD step\s+(\d+)\. t/step:\s+(\S+)")
 
@@ -80,7 +59,8 @@ def seconds_per_step(workdir: Path, natoms: int, transport: str, client: str, st
     endpoint = Endpoint(unix=f"bench_{uuid.uuid4().hex[:10]}") if transport == "unix" else Endpoint(port=free_port())
     template = workdir / "init.extxyz"
     bulk("Cu", "fcc", a=3.61, cubic=True).repeat(SIZES[natoms]).write(template)
-    with IPIProcess(INPUT.format(steps=steps), workdir, endpoint) as ipi:
+    with IPIProcess(INPUT, workdir, endpoint, total_steps=steps, seed=1, structure=template.name,
+                    prefix="bench") as ipi:
         # i-PI's own driver does not retry: start the clients once i-PI listens
         wait_until(lambda: LISTENING in ipi.log(), ipi)
         with open(workdir / "driver.log", "w") as log:

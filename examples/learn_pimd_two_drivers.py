@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """PIMD with 8 beads served by 2 drivers that share one on-the-fly learner (issue 7, example 2).
 
-i-PI runs path-integral MD (PILE-L thermostat, 8 beads) of 32 fcc Cu atoms; two driver threads
-take the bead requests and share one learner that starts from an untrained level-8 MTP with EMT
-as the reference. Candidates from all beads are pooled and selected together, so no structure is
-computed twice; a bead whose structure is interpolative is answered at once.
+i-PI runs path-integral MD (protocols/pimd.xml: PILE-L thermostat, 8 beads) of 32 fcc Cu
+atoms; two driver threads take the bead requests and share one learner that starts from an
+untrained level-8 MTP with EMT as the reference. Candidates from all beads are pooled and
+selected together, so no structure is computed twice; a bead whose structure is interpolative is
+answered at once.
 
     python examples/learn_pimd_two_drivers.py [--steps 200] [--run-dir pimd-run]
 """
@@ -25,28 +26,7 @@ from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.settings import LearnSettings
 from mtp_driver.mtp.basis import untrained_mtp
 
-PIMD = """<simulation verbosity='low' safe_stride='1000'>
-  <output prefix='pimd'>
-    <properties stride='10' filename='out'>[step, time{{picosecond}}, temperature{{kelvin}}, potential{{electronvolt}}, kinetic_cv{{electronvolt}}]</properties>
-  </output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>2718</seed></prng>
-  <ffsocket name='learner' mode='unix'><address>x</address><timeout>0</timeout></ffsocket>
-  <system>
-    <initialize nbeads='8'>
-      <file mode='ase'>start.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>{temperature}</velocities>
-    </initialize>
-    <forces><force forcefield='learner'/></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'>1</timestep>
-        <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat>
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'>{temperature}</temperature></ensemble>
-  </system>
-</simulation>"""
+PIMD = Path(__file__).resolve().parents[1] / "protocols" / "pimd.xml"
 
 
 def main() -> None:
@@ -61,8 +41,8 @@ def main() -> None:
     learner = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), args.run_dir / "learning",
                       LearnSettings(species=("Cu",), refit_iterations=100))
     endpoint = Endpoint(unix=f"pimd_{uuid.uuid4().hex[:8]}")
-    xml = PIMD.format(steps=args.steps, temperature=args.temperature)
-    with IPIProcess(xml, args.run_dir, endpoint, name="pimd") as ipi:
+    with IPIProcess(PIMD, args.run_dir, endpoint, name="pimd", total_steps=args.steps, seed=2718,
+                    temperature=args.temperature, structure="start.extxyz", prefix="pimd") as ipi:
         drivers = [DriverThread(make_driver(learner, atoms), endpoint) for _ in range(2)]
         for driver in drivers:
             driver.start()

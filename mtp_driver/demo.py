@@ -27,32 +27,8 @@ from .learn.learner import Learner
 from .learn.settings import LearnSettings
 from .mtp.basis import untrained_mtp
 
-NVT_INPUT = """<simulation verbosity='low' safe_stride='100'>
-  <output prefix='md'>
-    <properties stride='10' filename='out'>[step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, potential{{electronvolt}}]</properties>
-    <trajectory filename='pos' stride='10' format='ase'>positions</trajectory>
-    <trajectory filename='grade' stride='1' extra_type='mtp_grade'>extras</trajectory>
-    <trajectory filename='version' stride='1' extra_type='model_version'>extras</trajectory>
-  </output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>{seed}</seed></prng>
-  <ffsocket name='learner' mode='unix'><address>learner</address><timeout>0</timeout></ffsocket>
-  <system>
-    <initialize nbeads='1'>
-      <file mode='ase'>start.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>{temperature}</velocities>
-    </initialize>
-    <forces><force forcefield='learner'/></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'>2</timestep>
-        <thermostat mode='svr'><tau units='femtosecond'>50</tau></thermostat>
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'>{temperature}</temperature></ensemble>
-  </system>
-</simulation>
-"""
+# the i-PI input, shipped as package data (mtp_driver/data/*); steps, seed, temperature and socket set per run
+NVT_INPUT = Path(__file__).with_name("data") / "demo_nvt.xml"
 
 
 def fresh_snapshots(start, temperature: float, count: int, seed: int):
@@ -88,8 +64,8 @@ def run_demo(run_dir: str | os.PathLike = "mtp-driver-demo", steps: int = 1000, 
     print(f"fcc Cu, {len(start)} atoms, i-PI NVT at {temperature:.0f} K, {steps} steps of 2 fs; "
           f"MTP level {level} learned on the fly from EMT, starting untrained")
     began = time.perf_counter()
-    xml = NVT_INPUT.format(steps=steps, seed=31415 + seed, temperature=temperature)
-    with IPIProcess(xml, run_dir, endpoint, name="md") as ipi:
+    with IPIProcess(NVT_INPUT, run_dir, endpoint, name="md", total_steps=steps, seed=31415 + seed,
+                    temperature=temperature) as ipi:
         thread = DriverThread(make_driver(learner, start), endpoint)
         thread.start()
         code = ipi.wait(3600)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import ase.io
@@ -19,10 +20,14 @@ from ase.calculators.emt import EMT
 from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
 
-from mtp_driver.ipi import DriverThread, Endpoint, IPIProcess, PotentialSpec, make_driver, start_driver_process
+from mtp_driver.ipi import (
+    DriverThread, Endpoint, IPIProcess, PotentialSpec, configure_input, make_driver, start_driver_process,
+)
 from mtp_driver.ipi.server import ipi_executable
 
 pytestmark = pytest.mark.timeout(240)
+PROTOCOLS = Path(__file__).resolve().parents[1] / "protocols"
+CHECK = dict(structure="init.extxyz", prefix="out")
 EMT_SPEC = PotentialSpec(emt=True)
 IPI_SECONDS = 180
 
@@ -37,34 +42,10 @@ def tcp_endpoint() -> Endpoint:
         return Endpoint(port=probe.getsockname()[1])
 
 
-def simulation(
-    motion: str, *, mode: str = "dynamics", nbeads: int = 1, steps: int = 20, outputs: str = "", forcefield: str = ""
-) -> str:
-    """A small i-PI input around a `motion` of `mode`; output to out.*, full precision."""
-    forcefield = forcefield or "<ffsocket name='driver' mode='unix'><address>x</address><timeout>0</timeout></ffsocket>"
-    return f"""
-<simulation verbosity='low' safe_stride='1000' floatformat='%.16e'>
-  <output prefix='out'>
-    <properties stride='1' filename='props'>[step, potential{{electronvolt}}]</properties>
-    {outputs}
-  </output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>31415</seed></prng>
-  {forcefield}
-  <system>
-    <initialize nbeads='{nbeads}'>
-      <file mode='ase'>init.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>300</velocities>
-    </initialize>
-    <forces><force forcefield='driver'/></forces>
-    <motion mode='{mode}'>{motion}</motion>
-    <ensemble><temperature units='kelvin'>300</temperature></ensemble>
-  </system>
-</simulation>"""
-
-
-NVT = "<dynamics mode='nvt'><timestep units='femtosecond'>2</timestep><thermostat mode='svr'><tau units='femtosecond'>50</tau></thermostat></dynamics>"
-POSITIONS = "<trajectory filename='pos' stride='1' format='ase'>positions</trajectory>"
+def start_ipi(workdir: Path, check: str, endpoint: Endpoint | None = None, **settings) -> IPIProcess:
+    """i-PI on protocols/CHECK_check.xml from init.extxyz (`settings` as in `configure_input`);
+    output to out.*, energies at full precision."""
+    return IPIProcess(PROTOCOLS / f"{check}_check.xml", workdir, endpoint, **CHECK, **settings)
 
 
 def potentials(workdir: Path) -> np.ndarray:
@@ -97,8 +78,7 @@ def test_nvt_energies_equal_direct_emt(tmp_path, cell):
     atoms.rattle(0.02, seed=7)
     atoms.write(tmp_path / "init.extxyz")
     endpoint = unix_endpoint()
-    extras = "<trajectory filename='version' stride='1' extra_type='model_version'>extras</trajectory>"
-    with IPIProcess(simulation(NVT, outputs=POSITIONS + extras), tmp_path, endpoint) as ipi:
+    with start_ipi(tmp_path, "nvt", endpoint, total_steps=20) as ipi:
         if cell == "cubic":
             # the command-line driver, as a user runs it
             driver = start_driver_process(EMT_SPEC, str(tmp_path / "init.extxyz"), endpoint, stderr=subprocess.PIPE, text=True)
@@ -115,17 +95,11 @@ def test_nvt_energies_equal_direct_emt(tmp_path, cell):
     assert (tmp_path / "out.version_0").read_text().count("EMT") == 21
 
 
-PIMD = (
-    "<dynamics mode='nvt'><timestep units='femtosecond'>1</timestep>"
-    "<thermostat mode='pile_l'><tau units='femtosecond'>50</tau></thermostat></dynamics>"
-)
-
-
 def run_pimd(workdir: Path, endpoint: Endpoint, clients: int, as_processes: bool) -> np.ndarray:
     workdir.mkdir()
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
     atoms.write(workdir / "init.extxyz")
-    with IPIProcess(simulation(PIMD, nbeads=4, steps=8, outputs=POSITIONS), workdir, endpoint) as ipi:
+    with start_ipi(workdir, "pimd", endpoint, nbeads=4, total_steps=8) as ipi:
         if as_processes:
             drivers = [start_driver_process(EMT_SPEC, atoms, endpoint) for _ in range(clients)]
         else:
@@ -168,12 +142,8 @@ def test_lbfgs_reaches_the_ase_bfgs_minimum(tmp_path):
     start = vacancy_cell()
     start.rattle(0.05, seed=11)
     start.write(tmp_path / "init.extxyz")
-    lbfgs = (
-        "<optimizer mode='lbfgs'><tolerances><energy>1e-10</energy><force>1e-6</force>"
-        "<position>1e-6</position></tolerances></optimizer>"
-    )
     endpoint = unix_endpoint()
-    with IPIProcess(simulation(lbfgs, mode="minimize", steps=2000, outputs=POSITIONS), tmp_path, endpoint) as ipi:
+    with start_ipi(tmp_path, "geop", endpoint, total_steps=2000) as ipi:
         thread = serve_in_thread(endpoint, start)
         finish(ipi)
         thread.result(60)
@@ -206,14 +176,8 @@ def test_neb_barrier_of_a_vacancy_hop_matches_ase(tmp_path):
     FIRE(band, logfile=None).run(fmax=1e-3, steps=2000)
     ase_barrier = max(image.get_potential_energy() for image in reference) - reference[0].get_potential_energy()
 
-    neb = (
-        "<neb_optimizer mode='fire'><tolerances><energy>1e-10</energy><force>2e-5</force>"
-        "<position>1e-5</position></tolerances><spring><kappa>0.001</kappa></spring>"
-        "<use_climb>true</use_climb></neb_optimizer>"
-    )
-    beads = "<properties stride='1' filename='beads'>[step, bead_potentials{electronvolt}]</properties>"
     endpoint = unix_endpoint()
-    with IPIProcess(simulation(neb, mode="neb", nbeads=7, steps=3000, outputs=beads), tmp_path, endpoint) as ipi:
+    with start_ipi(tmp_path, "neb", endpoint, nbeads=7, total_steps=3000) as ipi:
         threads = [serve_in_thread(endpoint, images[0]) for _ in range(2)]
         finish(ipi)
         for thread in threads:
@@ -242,7 +206,7 @@ def test_driver_exits_cleanly_when_ipi_dies(tmp_path):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
     atoms.write(tmp_path / "init.extxyz")
     endpoint = unix_endpoint()
-    with IPIProcess(simulation(NVT, steps=100000), tmp_path, endpoint) as ipi:
+    with start_ipi(tmp_path, "nvt", endpoint, total_steps=100000) as ipi:
         driver = start_driver_process(EMT_SPEC, atoms, endpoint, stderr=subprocess.PIPE, text=True)
         wait_for_steps(tmp_path, 5)
         ipi.kill()
@@ -259,7 +223,7 @@ def test_sigterm_between_steps_lets_a_second_driver_continue_the_same_trajectory
         workdir.mkdir()
         atoms.write(workdir / "init.extxyz")
         endpoint = unix_endpoint()
-        with IPIProcess(simulation(NVT, steps=150, outputs=POSITIONS), workdir, endpoint) as ipi:
+        with start_ipi(workdir, "nvt", endpoint, total_steps=150) as ipi:
             if name == "interrupted":
                 first = start_driver_process(EMT_SPEC, atoms, endpoint, stderr=subprocess.PIPE, text=True)
                 wait_for_steps(workdir, 20)
@@ -275,6 +239,19 @@ def test_sigterm_between_steps_lets_a_second_driver_continue_the_same_trajectory
     np.testing.assert_allclose(runs["interrupted"], runs["reference"], rtol=1e-9, atol=1e-10)
 
 
+def in_process(xml: str, plugin: str) -> str:
+    """The i-PI input with its <ffsocket> replaced by an <ffdirect> running the pes plugin on EMT."""
+    root = ET.fromstring(xml)
+    ffsocket = root.find("ffsocket")
+    direct = ET.Element("ffdirect", name=ffsocket.get("name"))
+    ET.SubElement(direct, "pes").text = "custom"
+    ET.SubElement(direct, "pes_path").text = plugin
+    ET.SubElement(direct, "parameters").text = "{template: init.extxyz, emt: true}"
+    root.insert(list(root).index(ffsocket), direct)
+    root.remove(ffsocket)
+    return ET.tostring(root, encoding="unicode")
+
+
 def test_pes_plugin_in_ipis_python_driver_and_in_process(tmp_path):
     from mtp_driver.ipi import pes_plugin
 
@@ -287,7 +264,7 @@ def test_pes_plugin_in_ipis_python_driver_and_in_process(tmp_path):
         atoms.write(workdir / "init.extxyz")
         if mode == "py_driver":
             endpoint = unix_endpoint()
-            with IPIProcess(simulation(NVT, steps=5, outputs=POSITIONS), workdir, endpoint) as ipi:
+            with start_ipi(workdir, "nvt", endpoint, total_steps=5) as ipi:
                 ipi.wait_listening()
                 client = subprocess.Popen(
                     [str(Path(ipi_executable()).with_name("i-pi-py_driver")), "-m", "custom", "-P", plugin,
@@ -297,10 +274,7 @@ def test_pes_plugin_in_ipis_python_driver_and_in_process(tmp_path):
                 finish(ipi)
                 assert client.wait(60) == 0
         else:
-            ffdirect = (
-                f"<ffdirect name='driver'><pes>custom</pes><pes_path>{plugin}</pes_path>"
-                "<parameters>{template: init.extxyz, emt: true}</parameters></ffdirect>"
-            )
-            with IPIProcess(simulation(NVT, steps=5, outputs=POSITIONS, forcefield=ffdirect), workdir) as ipi:
+            xml = in_process(configure_input(PROTOCOLS / "nvt_check.xml", total_steps=5, **CHECK), plugin)
+            with IPIProcess(xml, workdir) as ipi:
                 finish(ipi)
         assert assert_energies_match_emt(workdir) == 6

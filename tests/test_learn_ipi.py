@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,9 +90,12 @@ def test_failing_reference_is_quarantined_and_never_trained_on(tmp_path):
     and the run goes on, until a held structure fails and the retrained MTP still extrapolates on
     it; then the learner stops rather than answer with an untrusted model."""
     flaky = Reference(calculator="reference_calculators:FlakyEMT", kwargs=dict(failure_rate=0.3))
-    settings = LearnSettings(species=("Cu",), reference=flaky, refit_iterations=0, failure_budget=1000)
+    # holds fit the linear coefficients only: this sequence then meets failures on candidates before a failure
+    # on a held one that the retrained MTP still extrapolates on
+    settings = LearnSettings(species=("Cu",), reference=flaky, refit_iterations=0, hold_fit_iterations=0,
+                             failure_budget=1000)
     learner = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), tmp_path, settings)
-    rng = np.random.default_rng(2)  # this sequence meets failures on candidates before a failure on a held one
+    rng = np.random.default_rng(2)
     base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     answered = 0
     with pytest.raises(LearningStopped, match="the reference failed on the held structure .* still extrapolates"):
@@ -153,28 +157,9 @@ def test_learn_command_with_a_protocol_input(tmp_path):
     assert (tmp_path / "run" / "final.mtp").exists()
 
 
-PIMD_INPUT = """<simulation verbosity='low' safe_stride='1000'>
-  <output prefix='out'>
-    <properties stride='1' filename='props'>[step, potential{electronvolt}]</properties>
-  </output>
-  <total_steps>20</total_steps>
-  <prng><seed>27</seed></prng>
-  <ffsocket name='learner' mode='unix'><address>x</address><timeout>0</timeout></ffsocket>
-  <system>
-    <initialize nbeads='4'>
-      <file mode='ase'>init.extxyz</file>
-      <velocities mode='thermal' units='kelvin'>600</velocities>
-    </initialize>
-    <forces><force forcefield='learner'/></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'>1</timestep>
-        <thermostat mode='pile_l'><tau units='femtosecond'>50</tau></thermostat>
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'>600</temperature></ensemble>
-  </system>
-</simulation>"""
+# PIMD, PILE-L (tau 50 fs), 1 fs; here 4 beads, 20 steps at 600 K
+PIMD = Path(__file__).resolve().parents[1] / "protocols" / "pimd_check.xml"
+PIMD_SETTINGS = dict(total_steps=20, seed=27, temperature=600, nbeads=4, structure="init.extxyz", prefix="out")
 
 
 def test_pimd_beads_on_two_drivers_share_one_learner(tmp_path):
@@ -190,7 +175,7 @@ def test_pimd_beads_on_two_drivers_share_one_learner(tmp_path):
     learner = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), tmp_path / "run",
                       LearnSettings(species=("Cu",), refit_iterations=0))
     endpoint = Endpoint(unix=f"pimd_{uuid.uuid4().hex[:8]}")
-    with IPIProcess(PIMD_INPUT, tmp_path, endpoint) as ipi:
+    with IPIProcess(PIMD, tmp_path, endpoint, **PIMD_SETTINGS) as ipi:
         drivers = [DriverThread(make_driver(learner, atoms), endpoint) for _ in range(2)]
         for driver in drivers:
             driver.start()

@@ -31,14 +31,9 @@ from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.server import LearnerServer
 from mtp_driver.learn.settings import LearnSettings
 from mtp_driver.mtp.basis import untrained_mtp
-from test_learn_ipi import PIMD_INPUT  # 4 beads; the tests here set the beads and steps
+from test_learn_ipi import PIMD, PIMD_SETTINGS  # the tests here set the beads and steps
 
 pytestmark = pytest.mark.timeout(300)
-
-def pimd_input(beads: int) -> str:
-    assert "nbeads='4'" in PIMD_INPUT
-    return PIMD_INPUT.replace("nbeads='4'", f"nbeads='{beads}'")
-
 
 def cu32() -> object:
     return bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
@@ -77,7 +72,7 @@ def test_pimd_beads_on_two_driver_processes_share_one_learner_server(tmp_path):
     run_dir, sock = tmp_path / "run", tmp_path / "learner.sock"
     server = start_learn_server(tmp_path, run_dir, sock, "--refit-iterations", "10", "--stop-when-walkers-leave")
     endpoint = Endpoint(unix=f"lsrv_{uuid.uuid4().hex[:8]}")
-    with IPIProcess(pimd_input(beads=8), tmp_path, endpoint, total_steps=steps) as ipi:
+    with IPIProcess(PIMD, tmp_path, endpoint, **dict(PIMD_SETTINGS, nbeads=8, total_steps=steps)) as ipi:
         drivers = [start_driver(sock, tmp_path / "init.extxyz", endpoint) for _ in range(2)]
         assert ipi.wait(200) == 0
         outputs = [driver.communicate(timeout=60) for driver in drivers]
@@ -104,7 +99,7 @@ def test_killed_learner_server_ends_the_driver_with_a_clear_message(tmp_path):
     server = start_learn_server(tmp_path, run_dir, sock, "--refit-iterations", "0")
     endpoint = Endpoint(unix=f"lkill_{uuid.uuid4().hex[:8]}")
     try:
-        with IPIProcess(pimd_input(beads=1), tmp_path, endpoint, total_steps=100) as ipi:
+        with IPIProcess(PIMD, tmp_path, endpoint, **dict(PIMD_SETTINGS, nbeads=1, total_steps=100)) as ipi:
             driver = start_driver(sock, tmp_path / "init.extxyz", endpoint)
             # the first request of an untrained potential holds: the driver waits on the learner now
             journal = run_dir / "journal.jsonl"

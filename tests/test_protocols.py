@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import ase.io
@@ -28,6 +29,11 @@ IPI_INPUTS = {
     "trpmd.xml": ("cu108.extxyz", 2, 2),
     "geop.xml": ("cu107_vacancy_rattled.extxyz", 1, 4),
     "neb.xml": ("cu107_vacancy_rattled.extxyz", 2, 2),
+    "nvt_timing.xml": ("cu108.extxyz", 1, 4),
+    "nvt_check.xml": ("cu108.extxyz", 1, 4),
+    "pimd_check.xml": ("cu108.extxyz", 2, 2),
+    "geop_check.xml": ("cu107_vacancy_rattled.extxyz", 1, 4),
+    "neb_check.xml": ("cu107_vacancy_rattled.extxyz", 2, 2),
 }
 
 
@@ -52,8 +58,8 @@ def test_ipi_protocol_runs(tmp_path, name):
         assert ipi.wait(180) == 0, ipi.log()[-2000:]
         served = sum(thread.result(60).requests for thread in threads)
     assert served >= steps
-    out = next(tmp_path.glob("*.out"))
-    rows = np.loadtxt(out, ndmin=2)
+    output = ET.parse(PROTOCOLS / name).getroot().find("output")
+    rows = np.loadtxt(tmp_path / f"{output.get('prefix')}.{output.find('properties').get('filename')}", ndmin=2)
     assert len(rows) >= 1 and np.isfinite(rows).all()
     if name == "npt.xml":
         assert rows[-1, -1] != pytest.approx(atoms.get_volume(), rel=1e-9), "the barostat never moved the cell"

@@ -1,7 +1,9 @@
-"""Running i-PI itself as a child process, on an input pointed at a given socket (tests, benchmarks)."""
+"""Running i-PI itself as a child process (demo, tests, benchmarks), on an input read from a file such as
+protocols/nvt.xml with per-run settings (socket, steps, seed, temperature, ...) set on its parsed tree."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,34 +24,54 @@ def ipi_executable() -> str:
 
 
 def configure_input(
-    xml: str,
-    endpoint: Endpoint,
+    xml: str | os.PathLike,
+    endpoint: Endpoint | None = None,
     *,
     total_steps: int | None = None,
     prefix: str | None = None,
     seed: int | None = None,
+    temperature: float | None = None,
+    nbeads: int | None = None,
+    structure: str | os.PathLike | None = None,
 ) -> str:
-    """The same i-PI input with every <ffsocket> on `endpoint`, and optionally shorter or renamed."""
-    root = ET.fromstring(xml)
-    sockets = list(root.iter("ffsocket"))
-    if not sockets:
-        raise ValueError("the i-PI input has no <ffsocket>")
-    for ff in sockets:
-        for tag in ("address", "port"):
-            for old in ff.findall(tag):
-                ff.remove(old)
-        ff.set("mode", "unix" if endpoint.unix is not None else "inet")
-        ET.SubElement(ff, "address").text = endpoint.unix if endpoint.unix is not None else endpoint.host
-        if endpoint.port is not None:
-            ET.SubElement(ff, "port").text = str(endpoint.port)
-    if endpoint.unix is not None and endpoint.prefix != DEFAULT_UNIX_PREFIX:
-        root.set("sockets_prefix", endpoint.prefix)
+    """An i-PI input with per-run settings changed on its parsed tree, as text.
+
+    `xml` is the input's text, or the path of a file (e.g. one of protocols/*.xml). Every
+    <ffsocket> moves to `endpoint`; `total_steps`, the output `prefix` and the random `seed` are
+    set (created if missing); `temperature` (kelvin) sets the thermal velocities and the ensemble
+    temperature, `nbeads` and `structure` (the initial structure file) the <initialize> of every
+    <system>. Settings left None keep the input's value."""
+    root = ET.parse(xml).getroot() if isinstance(xml, os.PathLike) else ET.fromstring(xml)
+    if endpoint is not None:
+        sockets = list(root.iter("ffsocket"))
+        if not sockets:
+            raise ValueError("the i-PI input has no <ffsocket>")
+        for ff in sockets:
+            for tag in ("address", "port"):
+                for old in ff.findall(tag):
+                    ff.remove(old)
+            ff.set("mode", "unix" if endpoint.unix is not None else "inet")
+            ET.SubElement(ff, "address").text = endpoint.unix if endpoint.unix is not None else endpoint.host
+            if endpoint.port is not None:
+                ET.SubElement(ff, "port").text = str(endpoint.port)
+        if endpoint.unix is not None and endpoint.prefix != DEFAULT_UNIX_PREFIX:
+            root.set("sockets_prefix", endpoint.prefix)
     if total_steps is not None:
         _child(root, "total_steps").text = str(total_steps)
     if prefix is not None:
         _child(root, "output").set("prefix", prefix)
     if seed is not None:
         _child(_child(root, "prng"), "seed").text = str(seed)
+    if temperature is not None:
+        for element in _every(root, "system/initialize/velocities[@mode='thermal']", "system/ensemble/temperature"):
+            element.set("units", "kelvin")
+            element.text = str(temperature)
+    if nbeads is not None:
+        for initialize in _every(root, "system/initialize"):
+            initialize.set("nbeads", str(nbeads))
+    if structure is not None:
+        for file in _every(root, "system/initialize/file"):
+            file.text = str(structure)
     return ET.tostring(root, encoding="unicode")
 
 
@@ -58,17 +80,31 @@ def _child(parent: ET.Element, tag: str) -> ET.Element:
     return found if found is not None else ET.SubElement(parent, tag)
 
 
+def _every(root: ET.Element, *paths: str) -> list[ET.Element]:
+    """The elements at any of `paths`; an input without one cannot take the setting."""
+    found = [element for path in paths for element in root.findall(path)]
+    if not found:
+        raise ValueError(f"the i-PI input has no {' nor '.join(paths)} to set")
+    return found
+
+
 class IPIProcess:
-    """`i-pi INPUT` running in `workdir`, with its sockets moved to `endpoint` if given
-    (`configure` as in `configure_input`); its output goes to `workdir/NAME.log`."""
+    """`i-pi INPUT` running in `workdir`; INPUT is `xml` (text, or a file such as protocols/nvt.xml)
+    with its sockets moved to `endpoint` if given and the `configure` settings of
+    `configure_input`; its output goes to `workdir/NAME.log`."""
 
     def __init__(
-        self, xml: str, workdir: str | Path, endpoint: Endpoint | None = None, name: str = "input", **configure
+        self, xml: str | os.PathLike, workdir: str | Path, endpoint: Endpoint | None = None, name: str = "input",
+        **configure,
     ):
         self.workdir = Path(workdir)
         self.endpoint = endpoint
         self.input = self.workdir / f"{name}.xml"
-        self.input.write_text(xml if endpoint is None else configure_input(xml, endpoint, **configure))
+        if endpoint is not None or configure:
+            xml = configure_input(xml, endpoint, **configure)
+        elif isinstance(xml, os.PathLike):
+            xml = Path(xml).read_text()
+        self.input.write_text(xml)
         self.log_path = self.workdir / f"{name}.log"
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
