@@ -184,6 +184,8 @@ def _add_learning_arguments(p) -> None:
     p.add_argument("--grade-mode", choices=GRADE_MODES, default=defaults.grade_mode, help="(default: %(default)s)")
     p.add_argument("--answer-with", choices=ANSWERS, default=defaults.answer_with,
                    help="answer a held request with the new model or the reference result (default: %(default)s)")
+    p.add_argument("--background-refit", action="store_true",
+                   help="refit all parameters in a separate process between holds too (worth it with spare cores)")
     p.add_argument("--observe", action="store_true",
                    help="never call the reference: grade every request and count what the thresholds would trigger")
 

@@ -65,7 +65,11 @@ def test_heating_harness_measures_the_answering_model(tmp_path):
     assert result["calls_per_step"] == pytest.approx(calls / 200)
     holds = result["holds"]
     assert holds["count"] >= 1 and 0 < holds["median_s"] <= holds["max_s"] <= holds["total_s"]
+    assert 0 < holds["fit_median_s"] <= holds["fit_max_s"] <= holds["max_s"]  # every hold fits all parameters
+    assert 0 <= holds["back_to_back"] < holds["count"]
     printed = re.search(r"^4\. (\d+) reference calls in 200 MD steps .* (\d+) holds, median ([0-9.]+) s, "
-                        r"max ([0-9.]+) s", done.stdout, re.MULTILINE)
+                        r"max ([0-9.]+) s, total [0-9.]+ s; fits of all parameters in them median [0-9.]+ s, "
+                        r"max [0-9.]+ s; (\d+) holds within 10 steps", done.stdout, re.MULTILINE)
     assert printed and int(printed[1]) == calls and int(printed[2]) == holds["count"]
     assert float(printed[4]) == pytest.approx(holds["max_s"], abs=0.01)
+    assert int(printed[5]) == holds["back_to_back"]

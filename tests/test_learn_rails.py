@@ -273,3 +273,20 @@ def test_the_final_fit_is_validated_and_never_worse_there_than_the_answering_mod
     # one iteration on half the data does not beat a model trained on all of it; 200 do, on data they never saw
     assert event["kept"] == ("answering model" if iterations == 1 else "refit")
     assert f"validated on {results // 2} held out" in format_summary(learning_summary(tmp_path))
+
+
+def test_a_background_refit_is_swapped_in_at_a_request_boundary_when_better(tmp_path):
+    settings = LearnSettings(refit_iterations=50, background_refit=True, hold_fit_iterations=0, max_selected=1)
+    learner = Learner(untrained(), tmp_path, settings)
+    for seed in range(4):
+        ask(learner, rattled(seed, scale=0.02 + 0.02 * seed))
+    job = learner.refit
+    assert job is not None and job.structures == len(learner.training)  # started on the newest data
+    job.process.wait(timeout=240)
+    ask(learner, rattled(0, scale=0.02))  # a request boundary (a structure it has: no hold)
+    events = learner.journal.events()
+    [finished] = [event for event in events if event["event"] == "refit_finished"]
+    assert finished["accepted"] and finished["loss_refit"] < finished["loss_current"]  # linear-only holds: beaten
+    assert events[-1]["event"] == "swap" and events[-1]["reason"] == "refit"
+    learner.close(final_refit=False)
+    assert LearnSettings().background_refit is False  # off by default: holds fit all parameters themselves

@@ -10,9 +10,9 @@ Per request (grades are MaxVol extrapolation grades, see `mtp_driver.active`):
   refit on all reference data, rebuild the active set, swap the model in, then answer. The hold
   fits all parameters, warm-started and bounded in iterations and seconds, the first time, after
   an audit above its bound, and once the data has grown by hold_fit_growth since the last such
-  fit; else the linear coefficients only (`Learner._update_model`). A refit of all parameters
-  runs meanwhile in a separate process and is swapped in at a later request boundary only if it
-  lowers the loss on all reference data, the data it did not see included.
+  fit; else the linear coefficients only (`Learner._update_model`). With background_refit, a refit
+  of all parameters runs meanwhile in a separate process and is swapped in at a later request
+  boundary only if it lowers the loss on all reference data, the data it did not see included.
 
 The models (the one answering, the versions on disk, the background refit) are in `models.py`.
 
@@ -453,7 +453,7 @@ class Learner:
     def _start_refit(self) -> None:
         """A background refit of all parameters on the newest data; one the data has outgrown since it started
         (`RefitJob.outgrown`) is restarted, rather than finish on stale data."""
-        if self.settings.refit_iterations <= 0:
+        if not self.settings.background_refit or self.settings.refit_iterations <= 0:
             return
         if self.refit is not None:
             if not self.refit.outgrown(len(self.training)):

@@ -36,7 +36,9 @@ class LearnSettings:
     retries: int = 2
     failure_budget: int = 10
     workers: int = 1  # parallel reference calls
-    refit_iterations: int = 300  # L-BFGS iterations of the background refit of all parameters
+    refit_iterations: int = 300  # L-BFGS iterations of the final refit of all parameters (and the background one)
+    # a refit of all parameters in its own process between holds; off: on 2 cores it never finished (issue 14)
+    background_refit: bool = False
     # a hold fits all parameters (warm-started) once the data grew by this fraction since the last such fit
     hold_fit_growth: float = 0.0
     hold_fit_iterations: int = 100  # L-BFGS iterations of that fit at most (0: the linear coefficients only)
