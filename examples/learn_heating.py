@@ -62,6 +62,7 @@ MIN_DIST = 2.0  # Å, as in learn_vs_passive.py
 MD_SEED, INDEPENDENT_SEED = 3, 1  # the learner's MD and the reference MD share MD_SEED
 RDF_MAX, RDF_BIN, RDF_FROM = 6.0, 0.05, 1.5  # Å; no pair is closer than RDF_FROM, so the difference starts there
 PROGRESS_EVERY = 25  # probes
+BACK_TO_BACK = 10  # steps: a hold this soon after the previous one did not select enough
 FINAL_SHARE = 0.1  # the MSD of a phase: mean over the last tenth of its frames (one frame is noisy)
 
 
@@ -169,6 +170,9 @@ class Holds:
     median_s: float
     max_s: float
     total_s: float
+    fit_median_s: float  # the fits of all parameters inside the holds
+    fit_max_s: float
+    back_to_back: int  # holds within BACK_TO_BACK steps of the previous one
 
 
 # ------------------------------------------------------------------ molecular dynamics
@@ -313,7 +317,8 @@ def structure(phase: Phase, learner: list[Frame], reference: list[Frame], indepe
 # ------------------------------------------------------------------ 3. final model against a passive fit
 
 def final_refit_options(settings: LearnSettings) -> TrainOptions:
-    """The options Learner.refit_now gives the final refit (close): the passive fit gets the same."""
+    """The iterations and seed of the learner's final refit (close), which also holds out a validation share:
+    the passive fit trains on all its snapshots."""
     return TrainOptions(max_iter=max(settings.refit_iterations, 1), seed=settings.seed)
 
 
@@ -334,10 +339,16 @@ def phase_test(phase: Phase, test: list[Frame], final: MTPCalculator, passive: M
 # ------------------------------------------------------------------ 4. holds
 
 def holds(learner: Learner) -> Holds:
-    held = [event["held_seconds"] for event in learner.journal.events() if event["event"] == "resume"]
-    if not held:
-        return Holds(0, 0.0, 0.0, 0.0)
-    return Holds(len(held), float(np.median(held)), max(held), sum(held))
+    events = learner.journal.events()
+    resumes = [event for event in events if event["event"] == "resume"]
+    if not resumes:
+        return Holds(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    held = [event["held_seconds"] for event in resumes]
+    fits = [event["seconds"] for event in events if event["event"] == "hold_fit"] or [0.0]
+    steps = [event["step"] for event in resumes]
+    back_to_back = sum(later - earlier <= BACK_TO_BACK for earlier, later in zip(steps, steps[1:]))
+    return Holds(len(held), float(np.median(held)), max(held), sum(held), float(np.median(fits)), max(fits),
+                 back_to_back)
 
 
 # ------------------------------------------------------------------ output
@@ -365,7 +376,9 @@ def print_tables(rows: list[Window], shapes: list[PhaseStructure], tests: list[P
               f"{t.passive.energy_rmse_mev:>8.3f} [{t.passive.energy_bias_mev:>+6.3f}]{t.energy_ratio:>7.2f}"
               f"{t.final.force_rmse:>9.4f}{t.passive.force_rmse:>10.4f}{t.force_ratio:>7.2f}")
     print(f"\n4. {calls} reference calls in {steps} MD steps (1/{steps / max(calls, 1):.0f}); {held.count} holds, "
-          f"median {held.median_s:.2f} s, max {held.max_s:.2f} s, total {held.total_s:.1f} s")
+          f"median {held.median_s:.2f} s, max {held.max_s:.2f} s, total {held.total_s:.1f} s; fits of all parameters "
+          f"in them median {held.fit_median_s:.2f} s, max {held.fit_max_s:.2f} s; {held.back_to_back} holds within "
+          f"{BACK_TO_BACK} steps of the previous one")
 
 
 def plot(probes: list[Probe], final: list[Atoms], ramp: Ramp, path: Path) -> None:
@@ -411,12 +424,13 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=100, help="first steps left out of the windows")
     parser.add_argument("--snapshot-every", type=int, default=10, help="steps between frames (MSD, RDF)")
     parser.add_argument("--passive-every", type=int, default=10,
-                        help="steps between the reference-MD snapshots of the passive fit (a multiple of the above)")
+                        help="steps between the reference-MD snapshots of the passive fit (a multiple of the above; "
+                        "0: no passive fit, e.g. for hold times with --reference-delay)")
     parser.add_argument("--test-every", type=int, default=20, help="steps between test snapshots (independent run)")
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="answering and final errors along the run (PNG)")
     args = parser.parse_args()
-    if args.passive_every % args.snapshot_every or args.test_every % args.snapshot_every:
+    if args.passive_every % args.snapshot_every or args.test_every % args.snapshot_every:  # 0 passes
         parser.error("--passive-every and --test-every must be multiples of --snapshot-every")
     args.run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="learn-heating-"))
     ramp = Ramp(args.steps, args.cold, args.hot)
@@ -439,16 +453,19 @@ def main() -> None:
     shapes = [structure(phase, learning.frames, reference.frames, independent.frames) for phase in phases]
     seconds["measurements"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    options = final_refit_options(learner.settings)
-    training = [frame.atoms for frame in reference.frames if frame.step % args.passive_every == 0]
-    passive = MTPCalculator(passive_fit(args.level, args.cutoff, training, options), species=SPECIES)
-    seconds["passive_fit"] = time.perf_counter() - started
-    test = [frame for frame in independent.frames if frame.step % args.test_every == 0]
-    tests = [phase_test(phase, test, final, passive) for phase in phases]
+    training, tests = [], []
+    if args.passive_every:
+        started = time.perf_counter()
+        options = final_refit_options(learner.settings)
+        training = [frame.atoms for frame in reference.frames if frame.step % args.passive_every == 0]
+        passive = MTPCalculator(passive_fit(args.level, args.cutoff, training, options), species=SPECIES)
+        seconds["passive_fit"] = time.perf_counter() - started
+        test = [frame for frame in independent.frames if frame.step % args.test_every == 0]
+        tests = [phase_test(phase, test, final, passive) for phase in phases]
 
     summary = learner.summary()
     held = holds(learner)
+    validated = [event for event in learner.journal.events() if event["event"] == "validated"]
     calls = summary["reference_calls"]
     print(f"NVT MD of 128 fcc Cu atoms, {args.steps} steps of 4 fs: {args.cold:.0f} K to step {args.steps // 4}, "
           f"ramp to {args.hot:.0f} K at step {args.steps // 2}, held; MTP level {args.level}, cutoff {args.cutoff} Å; "
@@ -457,10 +474,17 @@ def main() -> None:
     if learning.stopped:
         print(f"the learner stopped the MD at {learning.stopped}")
     print_tables(rows, shapes, tests, held, calls, args.steps)
+    if validated:
+        v = validated[-1]
+        print(f"the learner's final fit, validated on {v['validation']} of its {v['validation'] + v['training']} "
+              f"results held out: F {v['refit']['force_rmse']:.4f} eV/Å, E {v['refit']['energy_rmse_mev']:.3f} meV/atom "
+              f"(the answering model, trained on them: {v['answering']['force_rmse']:.4f}, "
+              f"{v['answering']['energy_rmse_mev']:.3f}); kept: {v['kept']}")
     print("wall time (s): " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
     result = dict(windows=[asdict(w) for w in rows], structure=[asdict(s) for s in shapes],
                   test=[asdict(t) for t in tests], holds=asdict(held), reference_calls=calls, steps=args.steps,
-                  calls_per_step=calls / args.steps, stopped=learning.stopped, learner=summary, seconds=seconds,
+                  calls_per_step=calls / args.steps, stopped=learning.stopped,
+                  final_validation=validated[-1] if validated else None, learner=summary, seconds=seconds,
                   settings=dict(level=args.level, cold=args.cold, hot=args.hot, threshold_break=args.threshold_break,
                                 audit_every=args.audit_every, reference_delay=args.reference_delay,
                                 refit_iterations=args.refit_iterations, passive_snapshots=len(training)))
