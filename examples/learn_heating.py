@@ -228,7 +228,8 @@ def learn_on_the_fly(args, ramp: Ramp) -> tuple[MDRun, Learner, float]:
     reference = Reference(calculator=f"{Path(__file__).stem}:SleepingEMT", kwargs=dict(delay=delay)) if delay \
         else Reference()
     settings = LearnSettings(species=tuple(SPECIES), reference=reference, threshold_break=args.threshold_break,
-                             audit_every=args.audit_every, refit_iterations=args.refit_iterations)
+                             audit_every=args.audit_every, audit_error_ratio=args.audit_error_ratio,
+                             refit_iterations=args.refit_iterations)
     start = untrained_mtp(args.level, 1, MIN_DIST, args.cutoff, species=SPECIES)
     learner = Learner(start, args.run_dir, settings)
     run = run_md(PotentialCalculator(learner), ramp, MD_SEED, args.snapshot_every, args.probe_every)
@@ -416,6 +417,8 @@ def main() -> None:
     parser.add_argument("--cutoff", type=float, default=5.0, help="Å")
     parser.add_argument("--threshold-break", type=float, default=defaults.threshold_break)
     parser.add_argument("--audit-every", type=int, default=defaults.audit_every)
+    parser.add_argument("--audit-error-ratio", type=float, default=defaults.audit_error_ratio,
+                        help="an audit error above this many times the model's training RMSE learns at once")
     parser.add_argument("--refit-iterations", type=int, default=defaults.refit_iterations,
                         help="the learner's refits and the passive fit")
     parser.add_argument("--reference-delay", type=float, default=0.0, help="seconds each reference call sleeps")
@@ -469,8 +472,8 @@ def main() -> None:
     calls = summary["reference_calls"]
     print(f"NVT MD of 128 fcc Cu atoms, {args.steps} steps of 4 fs: {args.cold:.0f} K to step {args.steps // 4}, "
           f"ramp to {args.hot:.0f} K at step {args.steps // 2}, held; MTP level {args.level}, cutoff {args.cutoff} Å; "
-          f"threshold_break {args.threshold_break}, audit_every {args.audit_every}, reference delay "
-          f"{args.reference_delay} s; passive fit on {len(training)} reference-MD snapshots")
+          f"threshold_break {args.threshold_break}, audit_every {args.audit_every} (error ratio "
+          f"{args.audit_error_ratio:g}), reference delay {args.reference_delay} s; passive fit on {len(training)} reference-MD snapshots")
     if learning.stopped:
         print(f"the learner stopped the MD at {learning.stopped}")
     print_tables(rows, shapes, tests, held, calls, args.steps)
@@ -486,7 +489,8 @@ def main() -> None:
                   calls_per_step=calls / args.steps, stopped=learning.stopped,
                   final_validation=validated[-1] if validated else None, learner=summary, seconds=seconds,
                   settings=dict(level=args.level, cold=args.cold, hot=args.hot, threshold_break=args.threshold_break,
-                                audit_every=args.audit_every, reference_delay=args.reference_delay,
+                                audit_every=args.audit_every, audit_error_ratio=args.audit_error_ratio,
+                                reference_delay=args.reference_delay,
                                 refit_iterations=args.refit_iterations, passive_snapshots=len(training)))
     (args.run_dir / "learn_heating.json").write_text(json.dumps(result, indent=1))
     print("RESULT " + json.dumps(result))

@@ -228,24 +228,50 @@ def test_the_candidate_pool_is_bounded_by_d_optimal_pruning(tmp_path):
     learner.close(final_refit=False)
 
 
-@pytest.mark.parametrize("bound", [1e-6, 1e3])  # eV/Å: every audit is above, none is
-def test_an_audit_above_the_bound_refits_all_parameters(tmp_path, bound):
+# (force eV/Å, energy meV/atom, x the model's own training RMSE): every audit is above one, or none is
+@pytest.mark.parametrize("bounds, above", [((1e-6, 0, 0), 2), ((0, 1e-6, 0), 2), ((0, 0, 1e-6), 2),
+                                           ((1e3, 1e6, 1e6), 0), ((0, 0, 0), 0)])
+def test_an_audit_above_a_bound_refits_all_parameters(tmp_path, bounds, above):
     from mtp_driver.learn.report import format_summary, learning_summary
 
     mtp, training = trained_start(tmp_path)
-    settings = LearnSettings(refit_iterations=0, audit_every=2, audit_force_bound=bound)
+    force, energy, ratio = bounds
+    settings = LearnSettings(refit_iterations=0, audit_every=2, audit_force_bound=force, audit_energy_bound=energy,
+                             audit_error_ratio=ratio)
     learner = Learner(mtp, tmp_path / "run", settings, training=training)
     for k in range(4):
         ask(learner, rattled(300 + k, scale=0.03))
     learner.close(final_refit=False)
     events = learner.journal.events()
-    above = 2 if bound < 1 else 0
-    assert sum(event["event"] == "audit" for event in events) == 2
+    audits = [event for event in events if event["event"] == "audit"]
+    assert len(audits) == 2 and all(event["training_force_rmse"] > 0 for event in audits)
     assert sum(event["event"] == "swap" and event["reason"] == "audit" for event in events) == above
     assert sum(event["event"] == "hold_fit" for event in events) == above
+    assert len(learner.held_seconds) == above
     summary = learning_summary(tmp_path / "run")
     assert (summary["audits"], summary["audits_above_bound"], summary["hold_fits"]) == (2, above, above)
     assert f"at 2 audit calls: median {summary['audit_force_rmse_median']:.4f} eV/Å" in format_summary(summary)
+    assert f"at the audit calls: median {summary['audit_energy_error_median_mev']:.3f} meV/atom" \
+        in format_summary(summary)
+
+
+def test_an_audit_above_its_bound_learns_the_pooled_candidates_too(tmp_path):
+    """A refit on the same data cannot correct an error on structures it has not seen: the audit computes the
+    D-optimal pooled candidates as a hold would."""
+    mtp, training = trained_start(tmp_path)
+    settings = LearnSettings(refit_iterations=0, audit_every=4, threshold_save=1.0, threshold_break=1e9,
+                             max_selected=3, audit_force_bound=1e-9)
+    learner = Learner(mtp, tmp_path / "run", settings, training=training)
+    for seed in range(3):
+        ask(learner, rattled(400 + seed, scale=0.08))  # graded above threshold_save: candidates only
+    assert len(learner.candidates) == 3 and reference_calls(learner) == 0
+    version = learner.version
+    ask(learner, training[0])  # within the data: audited, and its error is above the bound
+    hold = [event for event in learner.journal.events() if event["event"] == "hold"]
+    assert [(event["reason"], event["selected"], event["candidates"]) for event in hold] == [("audit", 2, 3)]
+    assert reference_calls(learner) == 3 and len(learner.training) == len(training) + 3
+    assert learner.candidates == [] and learner.version == version + 1
+    learner.close(final_refit=False)
 
 
 @pytest.mark.parametrize("iterations", [1, 200])

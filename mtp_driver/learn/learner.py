@@ -14,6 +14,10 @@ Per request (grades are MaxVol extrapolation grades, see `mtp_driver.active`):
   of all parameters runs meanwhile in a separate process and is swapped in at a later request
   boundary only if it lowers the loss on all reference data, the data it did not see included.
 
+Every audit_every-th request below threshold_save is also computed with the reference (an audit): an
+error above a bound (absolute, or audit_error_ratio x the model's RMSE on its own training data) is
+learnt like a hold, the audited structure and the D-optimal pooled candidates, fitting all parameters.
+
 The models (the one answering, the versions on disk, the background refit) are in `models.py`.
 
 Everything needed to resume is on disk (`journal.py`): a restart reads the finished reference
@@ -212,7 +216,7 @@ class Learner:
             self._keep_candidate(atoms)
         elif self.settings.audit_every and step % self.settings.audit_every == 0:
             with self.lock:
-                self._audit(atoms, answer)
+                held = self._audit(atoms, answer)
         line = json.dumps(dict(step=step, walker=threading.current_thread().name, held=held > 0,
                                grade=_finite_or_none(answer.grade), version=answer.version))
         with self.trace_lock:
@@ -327,20 +331,48 @@ class Learner:
         elif grade > self.settings.threshold_save:
             self.would_save += 1
 
-    def _audit(self, atoms: Atoms, answer: Answer) -> None:
-        """A reference call on a request the model answers anyway: the real error at a low grade."""
+    def _audit(self, atoms: Atoms, answer: Answer) -> float:
+        """A reference call on a request the model answers anyway: the real error at a low grade. An error above a
+        bound is what no grade sees (a model badly fitted inside its data, or wrong where the features look
+        familiar): learn at once. The seconds the request was held for that (0 if the error was within bounds)."""
+        started = time.perf_counter()
+        own = evaluate_on(self.mtp, self.training, self.species).rmse if self.training else None
         results = self.calls.compute([atoms], step=self.step, reason="audit")
         self.call_times.append(time.time())
         self._add_references(results)
-        if results:
-            reference = results[0][1]
-            error = _force_rmse(answer.forces, reference)
-            bound = self.settings.audit_force_bound
-            above = bool(bound) and error > bound
-            self.journal.log("audit", step=self.step, grade=_finite_or_none(answer.grade),
-                             force_rmse_model=error, atoms=len(atoms), above_bound=above)
-            if above:  # badly fitted inside its data: the grade cannot see it, the audit did
-                self._update_model("audit", full=True)
+        if not results:
+            return 0.0
+        reference = results[0][1]
+        force_error = _force_rmse(answer.forces, reference)
+        energy_error = abs(answer.energy - reference.get_potential_energy()) / len(atoms)
+        above = self._above_audit_bound(energy_error, force_error, own)
+        self.journal.log("audit", step=self.step, grade=_finite_or_none(answer.grade), atoms=len(atoms),
+                         force_rmse_model=force_error, energy_error_model=energy_error,
+                         training_energy_rmse=None if own is None else float(own[0]),
+                         training_force_rmse=None if own is None else float(own[1]), above_bound=above)
+        if not above:
+            return 0.0
+        # a refit on the same data cannot fix an error on unseen structures: add the pooled candidates too
+        if self._may_retrain():
+            self._compute_selected([], "audit")
+        self._update_model("audit", full=True)
+        self.last_retraining = self.step
+        held = time.perf_counter() - started
+        self.held_seconds.append(held)
+        self.journal.log("resume", step=self.step, reason="audit", held_seconds=held, version=self.version,
+                         atoms=len(atoms))
+        return held
+
+    def _above_audit_bound(self, energy_error: float, force_error: float, own) -> bool:
+        """Whether an audited error (eV/atom, eV/Å) exceeds an absolute bound or audit_error_ratio x the answering
+        model's RMSE on its own training data `own` (energy, force; None before any)."""
+        settings = self.settings
+        if settings.audit_force_bound and force_error > settings.audit_force_bound:
+            return True
+        if settings.audit_energy_bound and 1e3 * energy_error > settings.audit_energy_bound:
+            return True
+        ratio = settings.audit_error_ratio
+        return bool(ratio) and own is not None and (energy_error > ratio * own[0] or force_error > ratio * own[1])
 
     def _cooled_down(self) -> bool:
         return self.step - self.last_retraining >= self.settings.cooldown_steps
@@ -354,14 +386,7 @@ class Learner:
     def _learn(self, atoms: Atoms, before: Answer) -> tuple[Answer, float]:
         """Hold this request: select, compute, refit, swap; the answer to give, and the time held."""
         started = time.perf_counter()
-        with self.candidates_lock:  # candidates other walkers find during this hold wait for the next one
-            candidates, self.candidates = self.candidates, []
-        selected = self._selection(atoms, candidates)
-        self.journal.log("hold", step=self.step, grade=_finite_or_none(before.grade), selected=len(selected),
-                         candidates=len(candidates))
-        results = self.calls.compute(selected, step=self.step)
-        self.call_times.extend([time.time()] * len(results))
-        self._add_references(results)
+        results = self._compute_selected([atoms], "grade", before.grade)
         if self.training:  # else the only structure failed before anything was learnt: nothing to fit
             self._update_model("hold")
         self.last_retraining = self.step
@@ -371,7 +396,8 @@ class Learner:
         held = time.perf_counter() - started
         self.held_seconds.append(held)
         old_force_rmse = None if reference is None or before.forces is None else _force_rmse(before.forces, reference)
-        self.journal.log("resume", step=self.step, held_seconds=held, version=self.version, atoms=len(atoms),
+        self.journal.log("resume", step=self.step, reason="grade", held_seconds=held, version=self.version,
+                         atoms=len(atoms),
                          grade_before=_finite_or_none(before.grade), energy_old_model=before.energy,
                          energy_new_model=after.energy,
                          energy_reference=None if reference is None else reference.get_potential_energy(),
@@ -395,9 +421,19 @@ class Learner:
                 kept = self._d_optimal(self.candidates, self.settings.max_candidates)
                 self.candidates = [self.candidates[i] for i in kept]
 
-    def _selection(self, atoms: Atoms, candidates: list[Atoms]) -> list[Atoms]:
-        """The held structure plus the D-optimal choice among `candidates` (at most max_selected in all)."""
-        return [atoms] + [candidates[i] for i in self._d_optimal(candidates, self.settings.max_selected - 1)]
+    def _compute_selected(self, held: list[Atoms], reason: str, grade: float | None = None) -> list:
+        """Compute `held` and the D-optimal choice of max_selected - 1 among the pooled candidates (the held or the
+        audited structure is the first) with the reference, journaled as a hold; the (key, labelled structure)
+        results, added to the training data."""
+        with self.candidates_lock:  # candidates other walkers find during this hold wait for the next one
+            candidates, self.candidates = self.candidates, []
+        selected = held + [candidates[i] for i in self._d_optimal(candidates, self.settings.max_selected - 1)]
+        self.journal.log("hold", step=self.step, reason=reason, grade=_finite_or_none(grade), selected=len(selected),
+                         candidates=len(candidates))
+        results = self.calls.compute(selected, step=self.step) if selected else []
+        self.call_times.extend([time.time()] * len(results))
+        self._add_references(results)
+        return results
 
     def _d_optimal(self, candidates: list[Atoms], limit: int) -> list[int]:
         """Indices of at most `limit` candidates that extend the active set most (D-optimally)."""

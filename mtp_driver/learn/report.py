@@ -46,6 +46,8 @@ def learning_summary(run_dir: str | os.PathLike, window: int = 1000, converged_c
     held = [event["held_seconds"] for event in resumes]
     errors = [event["force_rmse_old_model"] for event in resumes if event.get("force_rmse_old_model") is not None]
     audits = [event["force_rmse_model"] for event in events if event["event"] == "audit"]
+    audit_energies = [1e3 * event["energy_error_model"] for event in events
+                      if event["event"] == "audit" and event.get("energy_error_model") is not None]
     fits = [event["seconds"] for event in events if event["event"] == "hold_fit"]
     validated = [event for event in events if event["event"] == "validated"]
     return dict(
@@ -60,6 +62,8 @@ def learning_summary(run_dir: str | os.PathLike, window: int = 1000, converged_c
         # the answering model's error along the run, where the grade did not ask: audit calls
         audits=len(audits), audit_force_rmse_median=statistics.median(audits) if audits else None,
         audit_force_rmse_max=max(audits) if audits else None,
+        audit_energy_error_median_mev=statistics.median(audit_energies) if audit_energies else None,
+        audit_energy_error_max_mev=max(audit_energies) if audit_energies else None,
         audits_above_bound=sum(bool(event.get("above_bound")) for event in events if event["event"] == "audit"),
         hold_fits=len(fits), hold_fit_median_s=statistics.median(fits) if fits else 0.0,
         hold_fit_max_s=max(fits) if fits else 0.0,
@@ -125,7 +129,12 @@ def format_summary(summary: dict) -> str:
     if summary["audits"]:
         lines.append(f"force RMSE of the answering model at {summary['audits']} audit calls: median "
                      f"{summary['audit_force_rmse_median']:.4f} eV/Å, max {summary['audit_force_rmse_max']:.4f} eV/Å, "
-                     f"{summary['audits_above_bound']} above the bound (each refit all parameters)")
+                     f"{summary['audits_above_bound']} above a bound (each learnt at once: the audited structure, "
+                     "pooled candidates, all parameters)")
+        if summary["audit_energy_error_median_mev"] is not None:
+            lines.append(f"energy error of the answering model at the audit calls: median "
+                         f"{summary['audit_energy_error_median_mev']:.3f} meV/atom, max "
+                         f"{summary['audit_energy_error_max_mev']:.3f} meV/atom")
     final = summary["final_validation"]
     if final is not None:
         kept = final["kept"]

@@ -44,7 +44,12 @@ class LearnSettings:
     hold_fit_iterations: int = 100  # L-BFGS iterations of that fit at most (0: the linear coefficients only)
     hold_fit_seconds: float = 120.0  # and at most this long (0: no limit)
     max_candidates: int = 64  # candidates kept between holds; beyond, the D-optimal ones among them
-    audit_force_bound: float = 0.0  # eV/Å: an audit call finding a larger force RMSE refits all parameters (0: never)
+    # an audit finding a larger error learns at once (the audited structure, pooled candidates, a fit of all
+    # parameters): force RMSE in eV/Å, energy in meV/atom (0: no such bound), or this many times the answering
+    # model's own RMSE on its training data, energy or force (0: no such bound)
+    audit_force_bound: float = 0.0
+    audit_energy_bound: float = 0.0
+    audit_error_ratio: float = 3.0
     # share of the run's reference results held out of the final fit to validate it (0: none)
     validation_share: float = 0.1
     observe: bool = False  # never call the reference: grade, count what the thresholds would trigger
@@ -61,9 +66,9 @@ class LearnSettings:
         if self.max_selected < 1 or self.retries < 0 or self.workers < 1 or self.audit_every < 0:
             raise ValueError("max_selected and workers must be >= 1, retries and audit_every >= 0")
         if self.max_candidates < 1 or min(self.hold_fit_growth, self.hold_fit_iterations, self.hold_fit_seconds,
-                                          self.audit_force_bound) < 0:
+                                          self.audit_force_bound, self.audit_energy_bound, self.audit_error_ratio) < 0:
             raise ValueError("max_candidates must be >= 1; hold_fit_growth, hold_fit_iterations, hold_fit_seconds "
-                             "and audit_force_bound >= 0")
+                             "and the audit bounds >= 0")
         if not 0.0 <= self.validation_share <= 0.5:
             raise ValueError("validation_share must be between 0 and 0.5")
 
