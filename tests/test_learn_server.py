@@ -50,8 +50,10 @@ def start_learn_server(tmp_path: Path, run_dir: Path, sock: Path, *options: str)
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
 
 
-def start_driver(sock: Path, template: Path, endpoint: Endpoint) -> subprocess.Popen:
-    command = [sys.executable, "-m", "mtp_driver.cli", "serve", "--learner", str(sock), "--template", str(template),
+def start_driver(learner: Path | list[str], template: Path, endpoint: Endpoint) -> subprocess.Popen:
+    """`serve --learner` at a UNIX socket path, or with the given learner options (TCP and token)."""
+    options = ["--learner", str(learner)] if isinstance(learner, Path) else learner
+    command = [sys.executable, "-m", "mtp_driver.cli", "serve", *options, "--template", str(template),
                "--unix", endpoint.unix]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -64,16 +66,29 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_pimd_beads_on_two_driver_processes_share_one_learner_server(tmp_path):
+def tcp_learner_options(run_dir: Path) -> list[str]:
+    """`serve` options for the learner server of RUN_DIR on loopback TCP, once its log says where it listens."""
+    log = Path(f"{run_dir}.log")
+    wait_for(lambda: "listening at tcp://" in log.read_text(), 60, "the learner server on TCP")
+    port = re.search(r"listening at tcp://127\.0\.0\.1:(\d+)", log.read_text()).group(1)
+    return ["--learner", f"tcp://127.0.0.1:{port}", "--token-file", str(run_dir / "learner.token")]
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_pimd_beads_on_two_driver_processes_share_one_learner_server(tmp_path, transport):
     """8 PIMD beads, 2 `serve --learner` processes, 1 `learn-server` process: i-PI finishes, both drivers
-    answer, no structure is computed twice, and the server stops by itself and writes final.mtp."""
+    answer, no structure is computed twice, and the server stops by itself and writes final.mtp. Over the
+    UNIX socket, and over loopback TCP with the run's token (walkers on other machines)."""
     steps = 3
     cu32().write(tmp_path / "init.extxyz")
     run_dir, sock = tmp_path / "run", tmp_path / "learner.sock"
-    server = start_learn_server(tmp_path, run_dir, sock, "--refit-iterations", "10", "--stop-when-walkers-leave")
+    listen = ["--listen", "0"] if transport == "tcp" else []  # port 0: any free one, read from the log
+    server = start_learn_server(tmp_path, run_dir, sock, "--refit-iterations", "10", "--stop-when-walkers-leave",
+                                *listen)
+    learner = tcp_learner_options(run_dir) if transport == "tcp" else sock
     endpoint = Endpoint(unix=f"lsrv_{uuid.uuid4().hex[:8]}")
     with IPIProcess(PIMD, tmp_path, endpoint, **dict(PIMD_SETTINGS, nbeads=8, total_steps=steps)) as ipi:
-        drivers = [start_driver(sock, tmp_path / "init.extxyz", endpoint) for _ in range(2)]
+        drivers = [start_driver(learner, tmp_path / "init.extxyz", endpoint) for _ in range(2)]
         assert ipi.wait(200) == 0
         outputs = [driver.communicate(timeout=60) for driver in drivers]
     assert [driver.returncode for driver in drivers] == [0, 0], [err[-2000:] for _, err in outputs]
@@ -83,6 +98,7 @@ def test_pimd_beads_on_two_driver_processes_share_one_learner_server(tmp_path):
     server_log = Path(f"{run_dir}.log").read_text()
     assert server.returncode == 0, server_log[-3000:]
     assert "stopping: all 2 walker(s) left" in server_log and not sock.exists()
+    assert server_log.count(", 127.0.0.1:") >= 2 * (transport == "tcp")  # the walkers came over TCP
     assert (run_dir / "final.mtp").stat().st_size > 0
     computed = Counter(event["key"] for event in Journal(run_dir).events() if event["event"] == "reference")
     assert computed and max(computed.values()) == 1 and summary["reference_calls"] == len(computed)

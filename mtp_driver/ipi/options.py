@@ -27,8 +27,12 @@ def add_potential_arguments(parser: argparse.ArgumentParser) -> None:
         "--calculator", metavar="MODULE:CLASS",
         help="import path of an ASE calculator class or of a Potential class",
     )
-    source.add_argument("--learner", metavar="SOCKET", help="UNIX socket of a learner shared by several drivers "
-                        "(`mtp-driver learn-server`)")
+    source.add_argument("--learner", metavar="ADDRESS", help="a learner shared by several drivers (`mtp-driver "
+                        "learn-server`): its UNIX socket path, or tcp://HOST:PORT with --token-file")
+    parser.add_argument("--token-file", metavar="FILE", help="with --learner tcp://...: a copy of the learner's "
+                        "RUN_DIR/learner.token (mode 0600)")
+    parser.add_argument("--tls-ca", metavar="CERT", help="with --learner tcp://...: the learner's TLS certificate "
+                        "(its --tls-cert) or CA; encrypts the connection")
     parser.add_argument("--species", help="chemical symbols of the MTP's types in order, e.g. Cu,Ag")
     parser.add_argument(
         "--calculator-kwargs", type=json_object, default={}, metavar="JSON",
@@ -60,7 +64,8 @@ def spec_from_args(args: argparse.Namespace):
     from mtp_driver.ipi.sources import LEARNER_CLIENT, PotentialSpec, parse_species
 
     if args.learner is not None:
-        return PotentialSpec(calculator=LEARNER_CLIENT, calculator_kwargs={"address": args.learner})
+        return PotentialSpec(calculator=LEARNER_CLIENT, calculator_kwargs=dict(
+            address=args.learner, token_file=args.token_file, tls_ca=args.tls_ca))
     return PotentialSpec(
         mtp=args.potential,
         species=parse_species(args.species),

@@ -1,5 +1,6 @@
 """A `Potential` (see `mtp_driver.ipi.potential`) answered by a learner in another process: each
-`compute` goes to a learner server (`server.py`, `mtp-driver learn-server`) over its UNIX socket.
+`compute` goes to a learner server (`server.py`, `mtp-driver learn-server`) over its UNIX socket,
+or over TCP (`tcp://HOST:PORT`) with the run's token (`auth.py`) from another machine.
 
 `mtp-driver serve --learner PATH` serves it to i-PI like any potential, so several driver
 processes (the beads of a PIMD run, independent MD runs) share one learner.
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 
 import numpy as np
 
+from .auth import TokenError, new_nonce, parse_tcp_address, proof, proves, read_token
 from .frames import PROTOCOL, ConnectionClosed, FrameError, receive_frame, send_frame
 
 
@@ -36,22 +39,50 @@ class LearnerClient:
 
     Connects at construction, retrying for `connect_timeout` seconds (the server may still be
     starting). Waits as long as the learner holds a request (reference calls and retraining);
-    the rest of a reply must come within `payload_timeout` seconds."""
+    the rest of a reply must come within `payload_timeout` seconds.
 
-    def __init__(self, address: str | os.PathLike, connect_timeout: float = 60.0, payload_timeout: float = 30.0):
+    A `tcp://HOST:PORT` address needs `token_file` (a copy of the learner's RUN_DIR/learner.token):
+    the walker proves it holds the token and checks that the server does too. `tls_ca`: the server's
+    certificate (or its CA) for TLS; without it the connection is not encrypted."""
+
+    def __init__(self, address: str | os.PathLike, connect_timeout: float = 60.0, payload_timeout: float = 30.0,
+                 token_file: str | os.PathLike | None = None, tls_ca: str | os.PathLike | None = None):
         self.address = str(address)
         self.payload_timeout = payload_timeout
         self.lock = threading.Lock()  # one request at a time on the connection
-        self.sock = _connect(self.address, connect_timeout)
         try:
-            welcome = self._exchange({"type": "hello", "protocol": PROTOCOL, "pid": os.getpid()}, {})[0]
+            tcp = parse_tcp_address(self.address)
+            secret = None if tcp is None or token_file is None else read_token(token_file)
+        except (ValueError, TokenError) as exc:
+            raise LearnerConnectionError(str(exc)) from None
+        if tcp is not None and secret is None:
+            raise LearnerConnectionError(f"the learner at {self.address} is on TCP: give --token-file (a copy of "
+                                         "the learner's RUN_DIR/learner.token, mode 0600)")
+        if tcp is None:
+            self.sock = _connect(self.address, connect_timeout)
+        else:
+            self.sock = _connect_tcp(tcp, connect_timeout, tls_ca)
+        try:
+            self._greet(secret)
         except LearnerConnectionError:
             self.close()
             raise
+
+    def _greet(self, secret: bytes | None) -> None:
+        hello = {"type": "hello", "protocol": PROTOCOL, "pid": os.getpid()}
+        if secret is not None:
+            challenge = self._receive()[0]
+            if challenge.get("type") != "challenge" or not isinstance(challenge.get("nonce"), str):
+                raise LearnerConnectionError(f"{self.address} did not send a learner challenge: not a learner "
+                                             "server on TCP")
+            hello.update(proof=proof(secret, challenge["nonce"], "walker"), nonce=new_nonce())
+        welcome = self._exchange(hello, {})[0]
         if welcome.get("type") != "welcome":
-            self.close()
             raise LearnerConnectionError(f"{self.address} answered hello with {welcome.get('type')!r}: "
                                          f"{welcome.get('message', 'not a learner server')}")
+        if secret is not None and not proves(secret, hello["nonce"], "server", welcome.get("proof")):
+            raise LearnerConnectionError(f"the server at {self.address} does not hold the token given: not this "
+                                         "run's learner (a wrong address or token file?)")
 
     def compute(self, positions, cell, pbc, numbers):
         arrays = dict(positions=np.asarray(positions, dtype=np.float64), cell=np.asarray(cell, dtype=np.float64),
@@ -70,11 +101,19 @@ class LearnerClient:
     def close(self) -> None:
         self.sock.close()
 
-    def _exchange(self, header: dict, arrays: dict) -> tuple[dict, dict]:
+    def _receive(self) -> tuple[dict, dict]:
+        return self._exchange(None, {})
+
+    def _exchange(self, header: dict | None, arrays: dict) -> tuple[dict, dict]:
+        """Send `header` with `arrays` (nothing if None) and receive the reply."""
         with self.lock:
             try:
-                send_frame(self.sock, header, arrays)
+                if header is not None:
+                    send_frame(self.sock, header, arrays)
                 return receive_frame(self.sock, self.payload_timeout)
+            except ssl.SSLError as exc:
+                raise LearnerConnectionError(f"TLS with the learner at {self.address} failed: {exc} (does the "
+                                             "server use TLS, and is --tls-ca its certificate?)") from None
             except ConnectionClosed:
                 raise LearnerConnectionError(
                     f"the learner at {self.address} closed the connection (it was stopped or died; its log says "
@@ -101,3 +140,34 @@ def _connect(address: str, timeout: float) -> socket.socket:
         except OSError as exc:  # e.g. permission denied, a path too long: retrying will not help
             sock.close()
             raise LearnerConnectionError(f"cannot connect to the learner at {address}: {exc}") from None
+
+
+def _connect_tcp(address: tuple[str, int], timeout: float, tls_ca) -> socket.socket:
+    host, port = address
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock = socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 1.0))
+            break
+        except (ConnectionRefusedError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise LearnerConnectionError(
+                    f"no learner server answered at tcp://{host}:{port} within {timeout:g} s ({exc}): start "
+                    "`mtp-driver learn-server ... --listen [HOST:]PORT` first, or check the address") from None
+            time.sleep(0.2)
+        except OSError as exc:  # e.g. an unknown host: retrying will not help
+            raise LearnerConnectionError(f"cannot connect to the learner at tcp://{host}:{port}: {exc}") from None
+    if tls_ca is None:
+        sock.settimeout(None)
+        return sock
+    context = ssl.create_default_context(cafile=str(tls_ca))
+    context.check_hostname = False  # the token authenticates the server; the certificate is pinned by tls_ca
+    try:
+        sock.settimeout(max(timeout, 10.0))
+        wrapped = context.wrap_socket(sock)
+        wrapped.settimeout(None)
+        return wrapped
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise LearnerConnectionError(f"TLS with the learner at tcp://{host}:{port} failed: {exc} (does the server "
+                                     "use TLS, and is --tls-ca its certificate?)") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 
 import numpy as np
 
@@ -57,23 +58,27 @@ def send_frame(sock: socket.socket, header: dict, arrays: dict[str, np.ndarray] 
         raise ConnectionClosed(f"the connection was closed by the other end ({exc.strerror})") from None
 
 
-def receive_frame(sock: socket.socket, payload_timeout: float | None = 30.0) -> tuple[dict, dict[str, np.ndarray]]:
+def receive_frame(sock: socket.socket, payload_timeout: float | None = 30.0, *, deadline: float | None = None,
+                  max_header: int = MAX_HEADER_BYTES, max_body: int = MAX_BODY_BYTES) -> tuple[dict, dict[str, np.ndarray]]:
     """(header, arrays) of the next frame. Waits as long as it takes for the frame to begin (the
-    other side may be busy), then at most `payload_timeout` seconds for each piece of the rest."""
-    magic, header_length, body_length = PREFIX.unpack(_receive(sock, PREFIX.size, payload_timeout, begin=True))
+    other side may be busy), then at most `payload_timeout` seconds for each piece of the rest; with a
+    `deadline` (time.monotonic()), the whole frame must have arrived by then (a peer not yet trusted).
+    Smaller limits keep what a peer not yet trusted can make this side allocate small."""
+    magic, header_length, body_length = PREFIX.unpack(_receive(sock, PREFIX.size, payload_timeout, deadline,
+                                                               begin=True))
     if magic != MAGIC:
         raise FrameError(f"the frame does not start with {MAGIC!r} but {magic!r}: the other end does not speak the "
                          "learner protocol (is this the socket of a `mtp-driver learn-server`?)")
-    if header_length > MAX_HEADER_BYTES or body_length > MAX_BODY_BYTES:
+    if header_length > max_header or body_length > max_body:
         raise FrameError(f"a frame announces a {header_length}-byte header and a {body_length}-byte body, beyond "
-                         f"the limits of {MAX_HEADER_BYTES} and {MAX_BODY_BYTES} bytes")
+                         f"the limits of {max_header} and {max_body} bytes")
     try:
-        header = json.loads(_receive(sock, header_length, payload_timeout).decode("utf-8"))
+        header = json.loads(_receive(sock, header_length, payload_timeout, deadline).decode("utf-8"))
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
         raise FrameError(f"a frame header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise FrameError("a frame header is not a JSON object with a 'type'")
-    body = _receive(sock, body_length, payload_timeout)
+    body = _receive(sock, body_length, payload_timeout, deadline)
     return header, _arrays(header.get("arrays", []), body)
 
 
@@ -97,17 +102,24 @@ def _arrays(listed, body: bytes) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _receive(sock: socket.socket, size: int, timeout: float | None, begin: bool = False) -> bytes:
+def _receive(sock: socket.socket, size: int, timeout: float | None, deadline: float | None,
+             begin: bool = False) -> bytes:
     buffer = bytearray(size)
     view, got = memoryview(buffer), 0
-    # before the first byte of a frame: no limit (a learner may hold a request for hours)
-    sock.settimeout(None if begin else timeout)
     try:
         while got < size:
+            # before the first byte of a frame: no limit (a learner may hold a request for hours), unless a deadline
+            wait = None if begin and got == 0 else timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FrameError(f"only {got} of {size} bytes of a frame arrived before the deadline")
+                wait = left if wait is None else min(wait, left)
+            sock.settimeout(wait)
             try:
                 received = sock.recv_into(view[got:], size - got)
             except TimeoutError:
-                raise FrameError(f"only {got} of {size} bytes of a frame arrived within {timeout:g} s") from None
+                raise FrameError(f"only {got} of {size} bytes of a frame arrived within {wait:g} s") from None
             except ConnectionResetError:
                 received = 0
             if received == 0:
@@ -115,7 +127,6 @@ def _receive(sock: socket.socket, size: int, timeout: float | None, begin: bool 
                 raise ConnectionClosed(f"the connection was closed by the other end{' inside a frame' * partial}",
                                        partial)
             got += received
-            sock.settimeout(timeout)
     finally:
         sock.settimeout(None)
     return bytes(buffer)

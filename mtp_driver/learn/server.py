@@ -1,5 +1,6 @@
 """The learner server: one learner shared by several walker processes (the driver processes of
-PIMD beads, independent MD runs) over a local UNIX socket, one thread per walker.
+PIMD beads, independent MD runs) over a local UNIX socket and, for walkers on other machines,
+TCP, one thread per walker.
 
 Each walker is a `LearnerClient` (`client.py`; `mtp-driver serve --learner PATH` serves one to
 i-PI). Its requests go to `learner.compute` in the walker's own thread, so everything the learner
@@ -7,6 +8,11 @@ does for walker threads holds across processes: candidates are pooled and select
 structure is computed twice, only a walker that extrapolates waits, and the others switch to the
 new model at their next request. Messages are `frames.py` frames; errors of the learner are sent
 back as error messages and raised in the walker.
+
+On TCP a walker must prove it holds the run's token before anything else (`auth.py`): until then
+its frames are small and must all arrive within `handshake_timeout`, and few such connections
+may wait at once (`MAX_HANDSHAKES_PER_HOST`, `MAX_HANDSHAKES`), so strangers, garbage and slow connections are
+refused (and logged) without taking memory or threads from the walkers. TLS is optional.
 """
 
 from __future__ import annotations
@@ -16,15 +22,18 @@ import os
 import select
 import signal
 import socket
+import ssl
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from mtp_driver.io.lock import hold_exclusive
 
+from .auth import is_loopback, new_nonce, proof, proves
 from .calls import LearningStopped
 from .frames import PROTOCOL, ConnectionClosed, FrameError, receive_frame, send_frame
 
@@ -32,6 +41,13 @@ log = logging.getLogger("mtp_driver.learn.server")
 
 MAX_SOCKET_PATH = 107  # bytes: sun_path holds 108 with the terminating NUL
 BACKLOG = 64  # walkers that may wait to be accepted (e.g. while the learner restarts)
+# TCP connections not yet authenticated at once, from one host and in all; more are closed at once
+MAX_HANDSHAKES_PER_HOST, MAX_HANDSHAKES = 4, 64
+HANDSHAKE_HEADER_BYTES = 4096  # a hello is small: a stranger cannot make the server allocate more
+
+
+class Refused(Exception):
+    """A TCP connection that did not prove it holds the token."""
 
 
 class LearnerServer:
@@ -41,23 +57,38 @@ class LearnerServer:
     Refuses to start if a server already answers at `path`; replaces a stale socket file; removes
     its own socket when it stops. `stop()` (or, with `stop_when_walkers_leave`, the last walker
     leaving once at least one had connected) stops accepting; requests already received are
-    answered, then `serve` returns. A frame's pieces must arrive within `payload_timeout` seconds."""
+    answered, then `serve` returns. A frame's pieces must arrive within `payload_timeout` seconds.
+
+    With `listen` (host, port; port 0: any free one, see `tcp_address`) it also accepts walkers on
+    TCP that prove they hold `secret` (see `auth.py`), over TLS if `tls` (a server-side SSL context)."""
 
     def __init__(self, path: str | os.PathLike, *, stop_when_walkers_leave: bool = False,
-                 payload_timeout: float = 30.0):
+                 payload_timeout: float = 30.0, listen: tuple[str, int] | None = None, secret: bytes | None = None,
+                 tls: ssl.SSLContext | None = None, handshake_timeout: float = 10.0):
+        if listen is not None and not secret:
+            raise ValueError("a learner server on TCP needs a secret (RUN_DIR/learner.token) to authenticate walkers")
         self.path = Path(path).absolute()
         self.stop_when_walkers_leave = stop_when_walkers_leave
         self.payload_timeout = payload_timeout
+        self.secret, self.tls, self.handshake_timeout = secret, tls, handshake_timeout
         self.stop_reason: str | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # two servers starting at once on one path: the second would replace the first one's socket
         self._path_lock = hold_exclusive(self.path.with_name(self.path.name + ".lock"),
                                          f"another learner server is using the socket path {self.path}")
+        self.tcp_listener = None
         try:
             self.listener, self._inode = _listen(self.path)
+            if listen is not None:
+                self.tcp_listener = socket.create_server(listen, backlog=BACKLOG, family=_family(listen[0]))
         except BaseException:
-            self._path_lock.close()
+            if hasattr(self, "listener"):
+                self._remove_socket()
+            else:
+                self._path_lock.close()
             raise
+        self.tcp_address = self.tcp_listener.getsockname()[:2] if self.tcp_listener else None
+        self._handshakes: dict[str, int] = {}  # host -> TCP connections authenticating now
         self._wake_read, self._wake_write = socket.socketpair()  # wakes the accept loop on stop()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -73,12 +104,24 @@ class LearnerServer:
         received has been answered. Closing the learner (final refit) is the caller's part."""
         self._potential = potential
         log.info("listening at %s", self.path)
+        listeners = [self.listener, self._wake_read]
+        if self.tcp_listener is not None:
+            host, port = self.tcp_address
+            log.info("listening at tcp://%s:%d%s (walkers: serve --learner tcp://HOST:%d --token-file TOKEN)",
+                     host, port, " with TLS" if self.tls else "", port)
+            if not is_loopback(host):
+                log.warning("listening beyond this machine at %s: walkers must present the token%s", host,
+                            "" if self.tls else "; the traffic is not encrypted (--tls-cert/--tls-key)")
+            listeners.append(self.tcp_listener)
         try:
             while self.stop_reason is None:
-                ready = select.select([self.listener, self._wake_read], [], [])[0]
-                if self.listener in ready and self.stop_reason is None:
-                    connection = self.listener.accept()[0]
-                    self._start_walker(connection)
+                ready = select.select(listeners, [], [])[0]
+                if self.stop_reason is not None:
+                    break
+                if self.listener in ready:
+                    self._start_walker(self.listener.accept()[0], None)
+                if self.tcp_listener in ready:
+                    self._accept_tcp()
         finally:
             self.stop(self.stop_reason or "stopped by an error")
             self._remove_socket()
@@ -116,6 +159,8 @@ class LearnerServer:
 
     def _remove_socket(self) -> None:
         self.listener.close()
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
         try:
             if self.path.stat().st_ino == self._inode:  # not a successor's socket
                 self.path.unlink()
@@ -123,20 +168,51 @@ class LearnerServer:
             pass
         self._path_lock.close()
 
-    def _start_walker(self, connection: socket.socket) -> None:
+    def _accept_tcp(self) -> None:
+        connection, peer = self.tcp_listener.accept()
+        host = peer[0]
+        with self._lock:
+            waiting = self._handshakes.get(host, 0)
+            full = waiting >= MAX_HANDSHAKES_PER_HOST or sum(self._handshakes.values()) >= MAX_HANDSHAKES
+            if not full:
+                self._handshakes[host] = waiting + 1
+        if full:
+            log.warning("connection from %s refused: too many connections still authenticating (%d from there)",
+                        _peer_name(peer), waiting)
+            connection.close()
+        else:
+            self._start_walker(connection, peer)
+
+    def _handshake_done(self, host: str) -> None:
+        with self._lock:
+            self._handshakes[host] -= 1
+            if not self._handshakes[host]:
+                del self._handshakes[host]
+
+    def _start_walker(self, connection: socket.socket, peer) -> None:
         with self._lock:
             self._connections.add(connection)
             self._accepted += 1
-            thread = threading.Thread(target=self._serve_walker, args=(connection, self._accepted),
+            thread = threading.Thread(target=self._serve_walker, args=(connection, self._accepted, peer),
                                       name=f"connection {self._accepted}", daemon=True)
             self._threads = [alive for alive in self._threads if alive.is_alive()] + [thread]
         thread.start()
 
-    def _serve_walker(self, connection: socket.socket, number: int) -> None:
-        name, walker = f"connection {number}", False
+    def _serve_walker(self, connection: socket.socket, number: int, peer) -> None:
+        name, walker = f"connection {number}" + (f" from {_peer_name(peer)}" if peer else ""), False
+        welcome = {"type": "welcome", "protocol": PROTOCOL}
         try:
-            hello = receive_frame(connection, self.payload_timeout)[0]
-            _check_hello(hello)
+            if peer is None:
+                hello = receive_frame(connection, self.payload_timeout)[0]
+                _check_hello(hello)
+            else:
+                try:
+                    if self.tls is not None:
+                        connection = self._wrap_tls(connection)
+                    hello = self._authenticate(connection)
+                finally:
+                    self._handshake_done(peer[0])
+                welcome["proof"] = proof(self.secret, hello["nonce"], "server")
             with self._lock:
                 walker = self.stop_reason is None
                 self.walkers += walker
@@ -145,9 +221,10 @@ class LearnerServer:
                 send_frame(connection, {"type": "error", "kind": "ServerStopping",
                                         "message": f"the learner server at {self.path} is stopping"})
                 return
-            name = threading.current_thread().name = f"walker {number} (pid {hello.get('pid')})"
+            where = f", {_peer_name(peer)}" if peer else ""
+            name = threading.current_thread().name = f"walker {number} (pid {hello.get('pid')}{where})"
             log.info("%s connected; %d walker(s) connected", name, self.walkers_now)
-            send_frame(connection, {"type": "welcome", "protocol": PROTOCOL})
+            send_frame(connection, welcome)
             while True:
                 self._answer(connection, *receive_frame(connection, self.payload_timeout))
         except ConnectionClosed as exc:
@@ -157,6 +234,8 @@ class LearnerServer:
                 log.info("%s left", name)
         except FrameError as exc:
             log.error("%s: dropped the connection: %s", name, exc)
+        except Refused as exc:
+            log.warning("%s refused: %s", name, exc)
         except Exception:  # a bug must not take the other walkers down
             log.exception("%s: dropped the connection after an unexpected error", name)
         finally:
@@ -168,6 +247,39 @@ class LearnerServer:
             connection.close()
             if last and self.stop_when_walkers_leave:
                 self.stop(f"all {self.walkers} walker(s) left")
+
+    def _wrap_tls(self, plain: socket.socket) -> ssl.SSLSocket:
+        """The connection as a TLS server socket (its handshake comes in `_authenticate`, within the deadline)."""
+        connection = self.tls.wrap_socket(plain, server_side=True, do_handshake_on_connect=False)
+        with self._lock:  # stop() must reach the connection in use
+            self._connections.discard(plain)
+            self._connections.add(connection)
+        return connection
+
+    def _authenticate(self, connection: socket.socket) -> dict:
+        """The hello of a TCP walker that proved it holds the secret: everything before must arrive within
+        handshake_timeout, in small frames."""
+        deadline = time.monotonic() + self.handshake_timeout
+        try:
+            if isinstance(connection, ssl.SSLSocket):
+                connection.settimeout(self.handshake_timeout)
+                connection.do_handshake()
+            nonce = new_nonce()
+            send_frame(connection, {"type": "challenge", "protocol": PROTOCOL, "nonce": nonce})
+            hello = receive_frame(connection, self.payload_timeout, deadline=deadline,
+                                  max_header=HANDSHAKE_HEADER_BYTES, max_body=0)[0]
+        except (FrameError, ConnectionClosed, OSError) as exc:  # OSError: TLS errors, resets, timeouts
+            raise Refused(f"no valid hello within {self.handshake_timeout:g} s ({type(exc).__name__}: {exc})") from None
+        _check_hello(hello)
+        reason = ("no proof of the token (a walker without --token-file?)" if "proof" not in hello
+                  else None if proves(self.secret, nonce, "walker", hello["proof"]) else "a wrong token")
+        if reason is None and not (isinstance(hello.get("nonce"), str) and len(hello["nonce"]) >= 32):
+            reason = "no nonce for the server's own proof"
+        if reason is not None:
+            send_frame(connection, {"type": "error", "kind": "AuthenticationFailed",
+                                    "message": f"refused: {reason}; the token is RUN_DIR/learner.token of the learner"})
+            raise Refused(reason)
+        return hello
 
     def _answer(self, connection: socket.socket, header: dict, arrays: dict) -> None:
         positions, cell, pbc, numbers = _compute_request(header, arrays)
@@ -210,6 +322,14 @@ def _compute_request(header: dict, arrays: dict) -> tuple[np.ndarray, np.ndarray
                          f"{numbers.shape}, pbc {pbc.shape}: expected (N, 3) floats, (3, 3) floats, (N,) integers, "
                          "(3,)")
     return positions, cell, pbc, numbers
+
+
+def _peer_name(peer) -> str:
+    return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _refuse_more(connection: socket.socket) -> None:
