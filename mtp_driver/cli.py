@@ -184,6 +184,10 @@ def _add_learning_arguments(p) -> None:
     p.add_argument("--grade-mode", choices=GRADE_MODES, default=defaults.grade_mode, help="(default: %(default)s)")
     p.add_argument("--answer-with", choices=ANSWERS, default=defaults.answer_with,
                    help="answer a held request with the new model or the reference result (default: %(default)s)")
+    p.add_argument("--executor", default=defaults.executor, metavar="SPEC",
+                   help="where reference calls run: 'local' (a pool of --workers processes), 'dask://HOST:PORT' (a "
+                   "running Dask scheduler, e.g. of dask-jobqueue's SLURMCluster), or 'module:callable' (a factory "
+                   "returning a concurrent.futures.Executor) (default: %(default)s)")
     p.add_argument("--background-refit", action="store_true",
                    help="refit all parameters in a separate process between holds too (worth it with spare cores)")
     p.add_argument("--observe", action="store_true",

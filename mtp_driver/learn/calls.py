@@ -5,9 +5,11 @@ is returned, so a killed run neither loses nor repeats a call. A structure that 
 + 1 times is quarantined (never trained on) and the run goes on, until more than
 `failure_budget` structures have failed: then `LearningStopped` says so.
 
-Every attempt runs in RUN/scratch/KEY-N, removed after a success and kept (with `failure.txt`, the
-traceback) after a failure, whose message names it. Any exception of an attempt is a failed attempt.
-Reference commands and pool workers run in process groups of their own that are killed when the
+Every attempt runs in RUN/scratch/KEY-N (`attempts.py`), removed after a success and kept (with
+`failure.txt`, the traceback) after a failure, whose message names it. Any exception of an attempt is a
+failed attempt. With another executor (`executors.py`: Dask, or any concurrent.futures executor) the
+selected structures are submitted at once and attempts run on its workers (`attempts.remote_attempt`); a
+worker lost mid-call is a failed attempt. Reference commands and pool workers run in process groups of their own that are killed when the
 learner stops or dies (`processes.py`). A stop (`interrupt`, Ctrl-C) fails no attempt: interrupted
 calls stay pending and are made at the next start. A pool whose worker died (out of memory) is replaced;
 the call that worker ran is one failed attempt, the calls stopped with the pool are made again.
@@ -16,25 +18,22 @@ the call that worker ran is one failed attempt, the calls stopped with the pool 
 from __future__ import annotations
 
 import multiprocessing
-import os
+import secrets
 import shutil
-import signal
-import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from ase import Atoms
 
+from mtp_driver.io.atomic import atomic_write
+
+from .attempts import FAILURE, INTERRUPTED, NOT_RUN, PROBE_FILE, Outcome, attempt, remote_attempt, start_pool_worker
+from .executors import open_executor
 from .journal import Journal, structure_key
-from .processes import Group, Groups, Reaper
-from .reference import Reference, ReferenceFailure
-
-FAILURE = "failure.txt"  # in the kept directory of a failed attempt: what went wrong
-INTERRUPTED = ".interrupted"  # suffix of the directory of an attempt stopped with its pool worker
-
+from .processes import Groups, Reaper
+from .reference import Reference, structure_mismatch
 
 class LearningStopped(RuntimeError):
     """The run cannot go on (too many failed reference calls); the message says what to do."""
@@ -42,58 +41,6 @@ class LearningStopped(RuntimeError):
 
 class CallsInterrupted(LearningStopped):
     """The learner was stopped (Ctrl-C, SIGTERM) during reference calls; they stay pending."""
-
-
-class Outcome(NamedTuple):
-    """One attempt: the labelled structure, or why it failed; neither when the call did not run or
-    was stopped, which is no failed attempt: the call is made again."""
-
-    labelled: Atoms | None
-    failure: str | None
-    seconds: float
-
-
-NOT_RUN = Outcome(None, None, 0.0)
-_attempt: Path | None = None  # the directory of the attempt this process is making, for _leave_attempt
-
-
-def _compute(reference: Reference, atoms: Atoms, directory: Path, groups: Groups) -> Outcome:
-    """One attempt in `directory`, made here (so it marks a started attempt): removed after a success,
-    kept with FAILURE (the traceback) after any exception."""
-    global _attempt
-    started = time.perf_counter()
-    directory.mkdir(parents=True)
-    _attempt = directory
-    try:
-        labelled, failure = reference.compute(atoms, directory, groups), None
-    except Exception as exc:  # a calculator's own bug too: a failed attempt, retried, then quarantined
-        labelled, failure = None, str(exc) if isinstance(exc, ReferenceFailure) else f"{type(exc).__name__}: {exc}"
-        (directory / FAILURE).write_text(traceback.format_exc())
-    finally:
-        _attempt = None
-    seconds = time.perf_counter() - started
-    if labelled is None:
-        return Outcome(None, f"{failure} (kept {directory} for inspection)", seconds)
-    shutil.rmtree(directory)
-    return Outcome(labelled, None, seconds)
-
-
-def _start_worker(groups: Groups) -> None:
-    """Initializer of a pool worker."""
-    os.setpgid(0, 0)  # a recorded group of its own: a stop, the reaper or a restart kill it with all it started
-    groups.add(Group.led_by(os.getpid()))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops its workers itself
-    signal.signal(signal.SIGTERM, _leave_attempt)
-
-
-def _leave_attempt(number, frame) -> None:
-    """SIGTERM: the learner stops, or the pool does because another worker died; either way this
-    attempt did not fail, and its directory tells the learner so."""
-    try:
-        if _attempt is not None:
-            os.replace(_attempt, _attempt.with_name(_attempt.name + INTERRUPTED))
-    finally:
-        os._exit(128 + number)  # whatever happened: the pool waits for this worker to end
 
 
 def _after_break(directory: Path) -> Outcome:
@@ -114,10 +61,11 @@ def _forget(directory: Path) -> Outcome:
 
 
 class ReferenceCalls:
-    """Runs reference calls for the learner; `workers` > 1 runs them in parallel processes."""
+    """Runs reference calls for the learner; `workers` > 1 runs them in parallel processes, an `executor` other
+    than "local" (see `executors.open_executor`) on that executor's workers."""
 
     def __init__(self, reference: Reference, journal: Journal, workers: int = 1, retries: int = 2,
-                 failure_budget: int = 10):
+                 failure_budget: int = 10, executor: str = "local"):
         self.reference = reference
         self.journal = journal
         self.workers = workers
@@ -133,6 +81,11 @@ class ReferenceCalls:
         self._reaper: Reaper | None = None
         self._interrupted = False  # a plain flag: set from signal handlers
         self._clear_leftovers()
+        self.executor = open_executor(executor)
+        self._probe = secrets.token_hex(16)
+        if self.executor is not None:  # workers that read it share the run directory's file system
+            with atomic_write(journal.run_dir / PROBE_FILE) as stream:
+                stream.write(self._probe + "\n")
 
     def key(self, atoms: Atoms) -> str:
         return structure_key(atoms, self.fingerprint)
@@ -178,12 +131,14 @@ class ReferenceCalls:
 
     def _map(self, todo: dict[str, Atoms]) -> list[Outcome]:
         """One attempt at each call of `todo`, in order; calls a stop cut short come back as NOT_RUN."""
+        if self.executor is not None:
+            return self._executor_map(todo)
         directories = [self._attempt_directory(key) for key in todo]
         if self._reaper is None and (self.reference.command is not None or self.workers > 1):
             # not PR_SET_PDEATHSIG: it reaches only a direct child (no mpirun rank), whose parent is a pool worker
             self._reaper = Reaper(self.groups)
         if self.workers <= 1 or len(todo) == 1:
-            outcomes = [NOT_RUN if self._interrupted else _compute(self.reference, atoms, directory, self.groups)
+            outcomes = [NOT_RUN if self._interrupted else attempt(self.reference, atoms, directory, self.groups)
                         for atoms, directory in zip(todo.values(), directories)]
         else:
             outcomes = self._pool_map(list(todo.values()), directories)
@@ -197,9 +152,9 @@ class ReferenceCalls:
         if self._pool is None:
             # forkserver: the learner holds Numba threads and sockets, which fork would copy
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                                             initializer=_start_worker, initargs=(self.groups,))
+                                             initializer=start_pool_worker, initargs=(self.groups,))
         try:
-            futures = [self._pool.submit(_compute, self.reference, atoms, directory, self.groups)
+            futures = [self._pool.submit(attempt, self.reference, atoms, directory, self.groups)
                        for atoms, directory in zip(structures, directories)]
         except BrokenProcessPool:  # a worker died while idle: a new pool at the next round
             self._drop_broken_pool()
@@ -213,6 +168,33 @@ class ReferenceCalls:
                 outcomes.append(_after_break(directory))
             except Exception as exc:  # e.g. a result that cannot be pickled: a failed attempt like any other
                 outcomes.append(Outcome(None, f"the reference worker failed: {type(exc).__name__}: {exc}", 0.0))
+        return outcomes
+
+    def _executor_map(self, todo: dict[str, Atoms]) -> list[Outcome]:
+        """One attempt at each call of `todo` on the executor, all submitted at once: the fit needs every selected
+        structure, so the held walker waits for all of them. A stop cancels what has not finished (made again)."""
+        submit = self.executor.executor.submit
+        futures = [submit(remote_attempt, self.reference, atoms, key, self.fingerprint, str(self.journal.run_dir),
+                          self._probe) for key, atoms in todo.items()]
+        running = set(futures)
+        while running and not self._interrupted:
+            running = wait(running, timeout=0.5).not_done
+        outcomes = []
+        for future, (key, atoms) in zip(futures, todo.items()):
+            if future in running:
+                future.cancel()  # still running remotely: its result may still arrive in references/ (shared)
+                outcomes.append(NOT_RUN)
+                continue
+            try:
+                outcome = future.result()
+            except Exception as exc:  # e.g. Dask's KilledWorker: the worker died (out of memory?) or was lost
+                outcome = Outcome(None, f"the executor lost or failed this call: {type(exc).__name__}: {exc}", 0.0)
+            mismatch = None if outcome.labelled is None else \
+                structure_mismatch(atoms, outcome.labelled, self.reference.match_tolerance)
+            if mismatch is not None:  # the worker checks too: another mtp-driver version there?
+                (self.journal.run_dir / "references" / f"{key}.json").unlink(missing_ok=True)
+                outcome = Outcome(None, f"the executor's result is not the structure asked for: {mismatch}", 0.0)
+            outcomes.append(outcome)
         return outcomes
 
     def _drop_broken_pool(self) -> None:
@@ -253,3 +235,6 @@ class ReferenceCalls:
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None

@@ -16,7 +16,8 @@ KEY is a hash of the species, positions, cell, periodicity and the reference set
 restart never repeats a finished call, and pending calls of a killed run are made on restart.
 Structure files hold exact float64 values (JSON floats round-trip), never pickles.
 
-Only the learner, holding `lock`, writes (`Journal`); reports and the refit process read with
+Only the learner, holding `lock`, writes (`Journal`), except that a worker of a remote executor on a
+shared file system stores its own finished result in references/ (`attempts.remote_attempt`); reports and the refit process read with
 `JournalReader`, which never changes a file and skips (naming it) a line it cannot read.
 """
 
@@ -197,7 +198,7 @@ class Journal(JournalReader):
 
     def complete(self, key: str, labelled: Atoms, seconds: float, fingerprint: str) -> None:
         """Store a finished reference result durably, then release its pending entry."""
-        self._write("references", key, atoms_to_dict(labelled) | dict(seconds=seconds, reference=fingerprint))
+        store_result(self.run_dir, key, labelled, seconds, fingerprint)
         self.log("reference", key=key, seconds=seconds, energy=labelled.get_potential_energy())
         (self.run_dir / "pending" / f"{key}.json").unlink(missing_ok=True)
 
@@ -225,6 +226,13 @@ class Journal(JournalReader):
     def _write(self, kind: str, key: str, data: dict) -> None:
         with atomic_write(self.run_dir / kind / f"{key}.json") as stream:
             json.dump(data, stream, default=_plain)
+
+
+def store_result(run_dir: Path, key: str, labelled: Atoms, seconds: float, fingerprint: str) -> None:
+    """RUN/references/KEY.json, written atomically: by the learner, or by an executor's worker that shares the run
+    directory's file system (the one other writer there: a result a restart finds without a journal line)."""
+    with atomic_write(run_dir / "references" / f"{key}.json") as stream:
+        json.dump(atoms_to_dict(labelled) | dict(seconds=seconds, reference=fingerprint), stream, default=_plain)
 
 
 def _plain(value):

@@ -122,7 +122,7 @@ class Learner:
                   + "\n  ".join(changed), file=sys.stderr)
             self.journal.log("settings_changed", changes=changed)
         self.calls = ReferenceCalls(self.settings.reference, self.journal, self.settings.workers,
-                                    self.settings.retries, self.settings.failure_budget)
+                                    self.settings.retries, self.settings.failure_budget, self.settings.executor)
         if training:  # the refit process reads them from here
             self.journal.store_initial_training(training)
         self.training = self.journal.initial_training() + [result.atoms for result in results]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mtp_driver.io.atomic import atomic_write
 
+from .executors import check_executor_spec
 from .reference import Reference
 
 GRADE_MODES = ("nbh", "cfg")
@@ -36,6 +37,9 @@ class LearnSettings:
     retries: int = 2
     failure_budget: int = 10
     workers: int = 1  # parallel reference calls
+    # where they run: "local" (a process pool of `workers`), "dask://HOST:PORT", or "module:callable" (a factory
+    # returning a concurrent.futures.Executor)
+    executor: str = "local"
     refit_iterations: int = 300  # L-BFGS iterations of the final refit of all parameters (and the background one)
     # a refit of all parameters in its own process between holds; off: on 2 cores it never finished (issue 14)
     background_refit: bool = False
@@ -69,6 +73,7 @@ class LearnSettings:
                                           self.audit_force_bound, self.audit_energy_bound, self.audit_error_ratio) < 0:
             raise ValueError("max_candidates must be >= 1; hold_fit_growth, hold_fit_iterations, hold_fit_seconds "
                              "and the audit bounds >= 0")
+        check_executor_spec(self.executor)
         if not 0.0 <= self.validation_share <= 0.5:
             raise ValueError("validation_share must be between 0 and 0.5")
 
