@@ -218,10 +218,56 @@ def test_atoms_too_close_are_fatal(server):
     fatal(thread, server, "atoms 0 and 1 are 0.200 Å apart")
 
 
-def test_batched_requests_are_refused(server):
+class Counting:
+    """EMT through ASE, counting the structures it computes."""
+
+    def __init__(self):
+        from mtp_driver.ipi import ASECalculatorPotential
+
+        self.inner, self.computed = ASECalculatorPotential(EMT()), 0
+
+    def compute(self, positions, cell, pbc, numbers):
+        self.computed += 1
+        return self.inner.compute(positions, cell, pbc, numbers)
+
+
+def test_a_batched_request_is_answered_in_the_batched_layout_with_each_structures_results(server):
+    """i-PI's batch: the atom count, every cell (h and its inverse), every position array; the reply: every
+    energy, the atom count, every force array, every virial, each structure's extras. A batch padded with a
+    copy of its last structure (as i-PI pads one) computes that structure once."""
+    structures = [cu_atoms() for _ in range(3)]
+    for k, atoms in enumerate(structures):
+        atoms.positions[k] += 0.02 * (k + 1)
+    structures.append(structures[-1].copy())  # i-PI's padding
+    potential = Counting()
+    thread = start(server, potential)
+    server.init(b"\x00, batch_size:4")
+    hs = [np.ascontiguousarray(atoms.cell.array.T) / Bohr for atoms in structures]
+    server.send(POSDATA, np.int32(len(structures[0])).tobytes(),
+                *(h.tobytes() + np.linalg.inv(h).tobytes() for h in hs),
+                *((atoms.positions / Bohr).tobytes() for atoms in structures), GETFORCE)
+    assert server.recv(12) == b"FORCEREADY  "
+    energies = np.frombuffer(server.recv(32), np.float64) * Hartree
+    natoms = int(np.frombuffer(server.recv(4), np.int32)[0])
+    forces = np.frombuffer(server.recv(4 * 24 * natoms), np.float64).reshape(4, natoms, 3) * Hartree / Bohr
+    virials = np.frombuffer(server.recv(4 * 72), np.float64).reshape(4, 3, 3).transpose(0, 2, 1) * Hartree
+    extras = [json.loads(server.recv(int(np.frombuffer(server.recv(4), np.int32)[0]))) for _ in range(4)]
+    for k, atoms in enumerate(structures):
+        energy, force, virial = emt_reference(atoms)
+        np.testing.assert_allclose(energies[k], energy, rtol=1e-12)
+        np.testing.assert_allclose(forces[k], force, atol=1e-12)
+        np.testing.assert_allclose(virials[k], virial, atol=1e-12)
+    assert len(set(energies[:3])) == 3 and extras[0] == {"model_version": "EMT", "mtp_grade": None}
+    assert potential.computed == 3 and server.status() == b"READY       "
+    server.send(header("EXIT"))
+    assert thread.result(20).requests == 4
+
+
+@pytest.mark.parametrize("token", [b"batch_size:0", b"batch_size:x", b"batch_size:99999"])
+def test_a_malformed_batch_size_is_fatal(server, token):
     thread = start(server)
-    server.init(b"batch_size:4")
-    fatal(thread, server, "batched requests")
+    server.init(token)
+    fatal(thread, server, "is not a batch size of 1 to 4096")
 
 
 def test_getforce_before_posdata_is_fatal(server):

@@ -95,11 +95,11 @@ def test_nvt_energies_equal_direct_emt(tmp_path, cell):
     assert (tmp_path / "out.version_0").read_text().count("EMT") == 21
 
 
-def run_pimd(workdir: Path, endpoint: Endpoint, clients: int, as_processes: bool) -> np.ndarray:
+def run_pimd(workdir: Path, endpoint: Endpoint, clients: int, as_processes: bool, **settings) -> np.ndarray:
     workdir.mkdir()
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
     atoms.write(workdir / "init.extxyz")
-    with start_ipi(workdir, "pimd", endpoint, nbeads=4, total_steps=8) as ipi:
+    with start_ipi(workdir, "pimd", endpoint, **dict(dict(nbeads=4, total_steps=8), **settings)) as ipi:
         if as_processes:
             drivers = [start_driver_process(EMT_SPEC, atoms, endpoint) for _ in range(clients)]
         else:
@@ -117,6 +117,17 @@ def test_pimd_two_unix_clients_equal_three_tcp_clients(tmp_path):
     unix = run_pimd(tmp_path / "unix", unix_endpoint(), clients=2, as_processes=True)
     tcp = run_pimd(tmp_path / "tcp", tcp_endpoint(), clients=3, as_processes=False)
     np.testing.assert_allclose(unix, tcp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [4, 3])  # all beads in one request; a size that does not divide them
+def test_batched_pimd_equals_unbatched(tmp_path, batch_size, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mtp_driver.ipi")
+    unbatched = run_pimd(tmp_path / "unbatched", unix_endpoint(), clients=1, as_processes=False)
+    batched = run_pimd(tmp_path / "batched", unix_endpoint(), clients=1, as_processes=False, batch_size=batch_size)
+    assert f"{batch_size} structures per request" in caplog.text
+    np.testing.assert_allclose(batched, unbatched, rtol=1e-12, atol=1e-12)
 
 
 def vacancy_cell():

@@ -1,7 +1,8 @@
 """The driver loop: one connection to an i-PI (or ASE) server, answering force requests.
 
 Stateless across beads: each POSDATA is computed on arrival and answered at GETFORCE, whichever
-bead it is. Handles i-PI's consolidated order (POSDATA then GETFORCE, no STATUS between) and
+bead it is; with i-PI's batched requests (`batch_size` announced in INIT) one POSDATA carries several
+structures, computed in one call and answered in i-PI's batched layout. Handles i-PI's consolidated order (POSDATA then GETFORCE, no STATUS between) and
 ASE's (STATUS before each). A stop (signal or `stop()`) shuts the socket for reading: what the
 server already sent is still answered, anything later is refused by the kernel (on UNIX sockets
 the server sees a broken pipe and hands the request to another driver), then the loop ends.
@@ -37,6 +38,7 @@ log = logging.getLogger("mtp_driver.ipi")
 DRAIN_SECONDS = 1.0
 # an INIT string longer than this is a malformed message, not a parameter string
 MAX_INIT_BYTES = 1 << 20
+MAX_BATCH = 4096  # structures per batched request: more is a malformed INIT, not a PIMD run
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Driver:
         self.stop_reason: str | None = None
         self._sock: socket.socket | None = None
         self._requests, self._compute_before = 0, 0.0
+        self.batch_size = 1  # structures per request: i-PI announces more in INIT (<ffsocket> batch_size)
 
     def stop(self, reason: str = "stop requested") -> None:
         """Ends `serve` once the requests already received are answered; safe from signal
@@ -137,6 +140,9 @@ class Driver:
             msg = head.tobytes()
             if msg == wire.STATUS:
                 sock.sendall(status)
+            elif msg == wire.POSDATA and self.batch_size > 1:
+                reply = self._batch(sock)
+                status = wire.HAVEDATA
             elif msg == wire.POSDATA:
                 self._receive(sock, prefix, "POSDATA")
                 h = np.frombuffer(prefix, np.float64, 9)
@@ -151,7 +157,7 @@ class Driver:
                 if reply is None:
                     raise DriverError("the server asked for forces (GETFORCE) before sending positions")
                 sock.sendall(reply)
-                self._requests += 1
+                self._requests += self.batch_size
                 reply, status = None, wire.READY
             elif msg == wire.INIT:
                 self._read_init(sock)
@@ -163,6 +169,21 @@ class Driver:
                     f"unknown message header {msg!r}: the server does not speak the i-PI socket "
                     "protocol (or uses i-PI's shm mode, which is not supported: use mode unix or inet)"
                 )
+
+    def _batch(self, sock: socket.socket) -> bytes:
+        """A batched POSDATA (the atom count, every structure's cell h and its inverse, every structure's
+        positions) answered as one batched FORCEREADY, ready to send."""
+        count = memoryview(bytearray(4))
+        self._receive(sock, count, "POSDATA")
+        natoms = int(np.frombuffer(count, np.int32)[0])
+        self.evaluator.check_natoms(natoms)
+        cells = memoryview(bytearray(144 * self.batch_size))
+        positions = memoryview(bytearray(24 * natoms * self.batch_size))
+        self._receive(sock, cells, "POSDATA")
+        self._receive(sock, positions, "POSDATA")
+        hs = np.frombuffer(cells, np.float64).reshape(self.batch_size, 18)[:, :9]
+        return wire.pack_forceready_batch(
+            self.evaluator.batch(hs, np.frombuffer(positions, np.float64).reshape(self.batch_size, -1)))
 
     def _receive(self, sock: socket.socket, buf: memoryview, what: str) -> None:
         try:
@@ -184,12 +205,16 @@ class Driver:
         params = text.tobytes().decode("utf-8", "replace").strip("\x00 ")
         for token in params.replace(",", " ").split():
             key, _, value = token.partition(":")
-            if key == "batch_size" and value.strip() not in ("", "1"):
-                raise DriverError(
-                    f"i-PI asks for batched requests ({token}); this driver answers one structure "
-                    "per request: remove <batch_size> from the <ffsocket> and run more drivers instead"
-                )
-        log.info("initialised by the server (bead %d%s)", bead, f", parameters {params!r}" if params else "")
+            if key == "batch_size":
+                try:
+                    self.batch_size = int(value)
+                except ValueError:
+                    self.batch_size = 0
+                if not 1 <= self.batch_size <= MAX_BATCH:
+                    raise DriverError(f"malformed INIT message: {token!r} is not a batch size of 1 to {MAX_BATCH}")
+        batched = f", {self.batch_size} structures per request" if self.batch_size > 1 else ""
+        log.info("initialised by the server (bead %d%s%s)", bead, batched,
+                 f", parameters {params!r}" if params else "")
 
 
 def _drain(sock: socket.socket) -> None:

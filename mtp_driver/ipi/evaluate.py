@@ -49,7 +49,7 @@ def read_template(path: str) -> Atoms:
 
 
 class Evaluator:
-    """Answers one request at a time for a fixed list of atoms (the template's)."""
+    """Answers requests (one at a time, or a batch) for a fixed list of atoms (the template's)."""
 
     def __init__(
         self,
@@ -88,6 +88,45 @@ class Evaluator:
 
     def __call__(self, h: np.ndarray, positions: np.ndarray):
         """Bohr in -> (energy Ha, forces Ha/Bohr (N,3), virial Ha (3,3), extras JSON string) out."""
+        pos, cell, pbc = self._structure(h, positions)
+        start = time.perf_counter()
+        try:
+            results = self.potential.compute(pos, cell, pbc, self.numbers)
+        except Exception as exc:
+            raise DriverError(
+                f"the potential failed on request {self.calls + 1}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.compute_seconds += time.perf_counter() - start
+        self.calls += 1
+        return self._to_wire(*results)
+
+    def batch(self, hs: np.ndarray, positions: np.ndarray) -> list:
+        """Several requests at once (i-PI's batched requests: the beads of a PIMD step), each as `__call__`
+        answers it, in one call of the potential's `compute_batch` if it has one (a learner grades them together
+        and learns once for all); identical structures (i-PI pads a batch with copies) are computed once."""
+        first: dict[bytes, int] = {}
+        order = [first.setdefault(h.tobytes() + x.tobytes(), i) for i, (h, x) in enumerate(zip(hs, positions))]
+        unique = sorted(set(order))
+        structures = [(*self._structure(hs[i], positions[i]), self.numbers) for i in unique]
+        compute_batch = getattr(self.potential, "compute_batch", None)
+        start = time.perf_counter()
+        try:
+            if compute_batch is not None:
+                results = compute_batch(structures)
+            else:
+                results = [self.potential.compute(*structure) for structure in structures]
+        except Exception as exc:
+            raise DriverError(
+                f"the potential failed on requests {self.calls + 1}-{self.calls + len(unique)} (one batch): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self.compute_seconds += time.perf_counter() - start
+        self.calls += len(unique)
+        answers = dict(zip(unique, (self._to_wire(*result) for result in results)))
+        return [answers[i] for i in order]
+
+    def _structure(self, h: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Checked ASE positions (Å), cell (Å) and periodicity of one request's wire geometry."""
         self.check_natoms(positions.size // 3)
         if not (np.isfinite(positions).all() and np.isfinite(h).all()):
             atoms = np.flatnonzero(~np.isfinite(positions.reshape(-1, 3)).all(axis=1))[:10].tolist()
@@ -104,15 +143,10 @@ class Evaluator:
         pbc = self._cell_pbc
         if self.min_distance:
             self._check_distances(pos, cell, pbc)
-        start = time.perf_counter()
-        try:
-            energy, forces, virial, extras = self.potential.compute(pos, cell, pbc, self.numbers)
-        except Exception as exc:
-            raise DriverError(
-                f"the potential failed on request {self.calls + 1}: {type(exc).__name__}: {exc}"
-            ) from exc
-        self.compute_seconds += time.perf_counter() - start
-        self.calls += 1
+        return pos, cell, pbc
+
+    def _to_wire(self, energy, forces, virial, extras) -> tuple[float, np.ndarray, np.ndarray, str]:
+        """The potential's results, checked, in wire units."""
         forces = np.asarray(forces, dtype=np.float64)
         virial = np.asarray(virial, dtype=np.float64)
         self._check_results(energy, forces, virial)

@@ -150,3 +150,19 @@ def pack_forceready(energy: float, forces: np.ndarray, virial: np.ndarray, extra
             extra,
         )
     )
+
+
+def pack_forceready_batch(results: list[tuple[float, np.ndarray, np.ndarray, str]]) -> bytes:
+    """FORCEREADY of a batched request (i-PI's `batch_size`): every energy, the atom count, every force
+    array, every virial, then each structure's extras string, as one buffer."""
+    extras = [extra.encode("utf-8") for *_, extra in results]
+    return b"".join(
+        (
+            FORCEREADY,
+            np.array([energy for energy, *_ in results], dtype=np.float64).tobytes(),
+            np.int32(len(results[0][1])).tobytes(),
+            *(np.ascontiguousarray(forces, dtype=np.float64).tobytes() for _, forces, _, _ in results),
+            *(np.ascontiguousarray(virial, dtype=np.float64).tobytes() for _, _, virial, _ in results),
+            *(np.int32(len(extra)).tobytes() + extra for extra in extras),
+        )
+    )

@@ -33,6 +33,7 @@ def configure_input(
     temperature: float | None = None,
     nbeads: int | None = None,
     structure: str | os.PathLike | None = None,
+    batch_size: int | None = None,
 ) -> str:
     """An i-PI input with per-run settings changed on its parsed tree, as text.
 
@@ -40,7 +41,8 @@ def configure_input(
     <ffsocket> moves to `endpoint`; `total_steps`, the output `prefix` and the random `seed` are
     set (created if missing); `temperature` (kelvin) sets the thermal velocities and the ensemble
     temperature, `nbeads` and `structure` (the initial structure file) the <initialize> of every
-    <system>. Settings left None keep the input's value."""
+    <system>, `batch_size` the structures per request of every <ffsocket> (i-PI's batched requests).
+    Settings left None keep the input's value."""
     root = ET.parse(xml).getroot() if isinstance(xml, os.PathLike) else ET.fromstring(xml)
     if endpoint is not None:
         sockets = list(root.iter("ffsocket"))
@@ -72,6 +74,9 @@ def configure_input(
     if structure is not None:
         for file in _every(root, "system/initialize/file"):
             file.text = str(structure)
+    if batch_size is not None:
+        for ff in _every(root, "ffsocket"):
+            _child(ff, "batch_size").text = str(batch_size)
     return ET.tostring(root, encoding="unicode")
 
 
