@@ -188,3 +188,45 @@ def test_pimd_beads_on_two_drivers_share_one_learner(tmp_path):
     assert computed and max(computed.values()) == 1
     holds = [event for event in events if event["event"] == "hold"]
     assert len(holds) >= 1 and learner.summary()["reference_calls"] == len(computed)
+
+
+def run_batched_pimd(workdir, learner, batch_size):
+    """PIMD of 4 beads, 6 steps, served by one driver of `learner` with i-PI's batch_size; the potentials."""
+    import uuid
+
+    import numpy as np
+
+    from mtp_driver.ipi import DriverThread, Endpoint, IPIProcess, make_driver
+
+    workdir.mkdir()
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.write(workdir / "init.extxyz")
+    endpoint = Endpoint(unix=f"bpimd_{uuid.uuid4().hex[:8]}")
+    settings = dict(PIMD_SETTINGS, total_steps=6, batch_size=batch_size)
+    with IPIProcess(PIMD, workdir, endpoint, **settings) as ipi:
+        driver = DriverThread(make_driver(learner, atoms), endpoint)
+        driver.start()
+        assert ipi.wait(300) == 0, ipi.log()[-2000:]
+        assert driver.result(60).requests == 4 * 7
+    return np.loadtxt(workdir / "out.props", ndmin=2)[:, 1]
+
+
+def test_batched_pimd_learns_once_per_batch_and_answers_as_unbatched(tmp_path):
+    """The beads of a batched request are learnt in one hold per batch; with what that run learnt, a learner
+    answers batched requests exactly as unbatched ones (the same trajectory to round-off)."""
+    import numpy as np
+
+    scratch = Learner(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), tmp_path / "scratch",
+                      LearnSettings(species=("Cu",), refit_iterations=0))
+    run_batched_pimd(tmp_path / "learning", scratch, batch_size=4)
+    scratch.close(final_refit=False)
+    holds = [event["step"] for event in scratch.journal.events() if event["event"] == "hold"]
+    # the 4 beads of the first request are one structure (computed once): later batches end at steps 5, 9, ...
+    assert len(holds) >= 2 and all((step - 1) % 4 == 0 for step in holds) and len(set(holds)) == len(holds)
+    potentials = {}
+    for batch_size in (1, 4):
+        learner = Learner(scratch.mtp, tmp_path / f"run{batch_size}", LearnSettings(
+            species=("Cu",), refit_iterations=0, threshold_break=1e9), training=scratch.training)
+        potentials[batch_size] = run_batched_pimd(tmp_path / f"pimd{batch_size}", learner, batch_size)
+        learner.close(final_refit=False)
+    np.testing.assert_allclose(potentials[4], potentials[1], rtol=1e-12, atol=1e-12)

@@ -247,3 +247,24 @@ def test_malformed_frame_drops_that_connection_and_the_server_serves_on(served_l
             client.compute(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
         client.close()
     assert served_learner.walkers == 2  # the garbage never counted as a walker
+
+
+def test_a_batch_of_beads_is_learnt_in_one_hold(served_learner):
+    """The beads of a batched i-PI request, sent as one message: graded together, every extrapolating one
+    pooled into one D-optimal selection, one hold for the batch; all answered by the model after it."""
+    import numpy as np
+
+    beads = []
+    for k in range(4):
+        atoms = cu32()
+        atoms.positions += np.random.default_rng(k).normal(scale=0.05, size=atoms.positions.shape)
+        beads.append((atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers))
+    client = LearnerClient(served_learner.path)
+    results = client.compute_batch(beads)
+    client.close()
+    events = Journal(served_learner.path.parent / "run").events()
+    holds = [event for event in events if event["event"] == "hold"]
+    assert len(holds) == 1 and holds[0]["selected"] == 4 and holds[0]["candidates"] == 3
+    assert [extras["model_version"] for *_, extras in results] == ["learner:1"] * 4
+    assert all(extras["held_seconds"] > 0 for *_, extras in results) and len({e for e, *_ in results}) == 4
+    assert served_learner.requests == 4

@@ -15,7 +15,7 @@ import pytest
 
 from mtp_driver.learn.auth import TokenError, create_token, new_nonce, parse_listen, parse_tcp_address, read_token
 from mtp_driver.learn.client import LearnerClient, LearnerConnectionError, RemoteLearnerError
-from mtp_driver.learn.frames import MAGIC, PREFIX, receive_frame, send_frame
+from mtp_driver.learn.frames import MAGIC, PREFIX, PROTOCOL, receive_frame, send_frame
 from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.server import MAX_HANDSHAKES_PER_HOST, LearnerServer
 from mtp_driver.learn.settings import LearnSettings
@@ -120,7 +120,7 @@ def closed_by_peer(sock) -> bool:
 def no_proof(server):
     sock = raw_connection(server)
     challenge = receive_frame(sock)[0]
-    send_frame(sock, {"type": "hello", "protocol": 1, "pid": 0, "nonce": new_nonce()})
+    send_frame(sock, {"type": "hello", "protocol": PROTOCOL, "pid": 0, "nonce": new_nonce()})
     reply = receive_frame(sock)[0]
     assert challenge["type"] == "challenge" and reply["kind"] == "AuthenticationFailed"
     return sock
@@ -183,7 +183,7 @@ def test_no_token_file_and_a_server_without_the_token_are_refused_by_the_walker(
         connection = listener.accept()[0]
         send_frame(connection, {"type": "challenge", "nonce": new_nonce()})
         receive_frame(connection)
-        send_frame(connection, {"type": "welcome", "protocol": 1, "proof": "0" * 64})
+        send_frame(connection, {"type": "welcome", "protocol": PROTOCOL, "proof": "0" * 64})
         time.sleep(1)
         connection.close()
 

@@ -98,6 +98,24 @@ class LearnerClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise LearnerConnectionError(f"bad answer from the learner at {self.address}: {exc}") from None
 
+    def compute_batch(self, structures) -> list:
+        """`compute` of several (positions, cell, pbc, numbers) of one atom count in one message: the learner grades
+        them together and learns once for all of them (the beads of a batched i-PI request)."""
+        positions, cells, pbc, numbers = zip(*structures)
+        arrays = dict(positions=np.asarray(positions, dtype=np.float64), cells=np.asarray(cells, dtype=np.float64),
+                      numbers=np.asarray(numbers, dtype=np.int64))
+        header, results = self._exchange(
+            {"type": "compute_batch", "pbc": [[bool(p) for p in np.broadcast_to(each, 3)] for each in pbc]}, arrays)
+        if header["type"] == "error":
+            raise RemoteLearnerError(str(header.get("kind")), str(header.get("message")))
+        try:
+            if header["type"] != "results" or len(header["energies"]) != len(structures):
+                raise KeyError(f"a {header['type']!r} message instead of {len(structures)} results")
+            return [(float(energy), forces, virial, dict(extras)) for energy, forces, virial, extras
+                    in zip(header["energies"], results["forces"], results["virials"], header["extras"], strict=True)]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LearnerConnectionError(f"bad answer from the learner at {self.address}: {exc}") from None
+
     def close(self) -> None:
         self.sock.close()
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-PROTOCOL = 1  # the message types and their fields; a server refuses a walker of another version
+PROTOCOL = 2  # the message types and their fields; a server refuses a walker of another version (2: batches)
 MAGIC = b"MTPL"
 PREFIX = struct.Struct("<4sII")
 MAX_HEADER_BYTES = 1 << 20

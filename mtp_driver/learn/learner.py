@@ -190,41 +190,74 @@ class Learner:
         walker that extrapolates waits for the learning lock; candidates of all walkers are pooled.
         A request it cannot train on raises `UntrainableStructure` or `UnphysicalStructure` before anything
         is recorded."""
-        check_request(positions, cell, pbc, numbers, self.species, self.initial.max_dist)
+        return self.compute_batch([(positions, cell, pbc, numbers)])[0]
+
+    def compute_batch(self, structures) -> list:
+        """`compute` of several (positions, cell, pbc, numbers) at once, e.g. the beads of a batched i-PI request:
+        graded together, and all that extrapolate learnt in one hold (the most extrapolative one held, the others
+        pooled with the candidates for its D-optimal selection); then every one is answered by the model after
+        it. One structure it cannot train on refuses the whole batch before anything is recorded."""
+        for structure in structures:
+            check_request(*structure, self.species, self.initial.max_dist)
         with self.step_lock:  # walkers in several threads: each request its own number
-            self.step += 1
-            step = self.step
-        atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+            steps = range(self.step + 1, self.step + 1 + len(structures))
+            self.step += len(structures)
+        batch = [Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+                 for positions, cell, pbc, numbers in structures]
         if self.lock.acquire(blocking=False):  # a request boundary, unless another walker is learning
             try:
                 self._swap_finished_refit()
             finally:
                 self.lock.release()
-        answer = self._evaluate(atoms)
-        held = 0.0
-        if self.settings.observe:
-            self._observe(answer.grade)
-        elif answer.grade > self.settings.threshold_break:
-            with self.lock:
-                if answer.version != self.version:  # another walker learnt meanwhile: grade again
-                    answer = self._evaluate(atoms)
-                if answer.grade > self.settings.threshold_break and self._may_retrain():
-                    answer, held = self._learn(atoms, answer)
-                elif answer.grade > self.settings.threshold_save:
+        answers = [self._evaluate(atoms) for atoms in batch]
+        settings, held = self.settings, 0.0
+        if settings.observe:
+            for answer in answers:
+                self._observe(answer.grade)
+        else:
+            above = [i for i, answer in enumerate(answers) if answer.grade > settings.threshold_break]
+            if above:
+                answers, held = self._learn_batch(batch, answers, above)
+            for i, (step, atoms, answer) in enumerate(zip(steps, batch, answers)):
+                if i in above:
+                    continue
+                if answer.grade > settings.threshold_save:
                     self._keep_candidate(atoms)
-        elif answer.grade > self.settings.threshold_save:
-            self._keep_candidate(atoms)
-        elif self.settings.audit_every and step % self.settings.audit_every == 0:
-            with self.lock:
-                held = self._audit(atoms, answer)
-        line = json.dumps(dict(step=step, walker=threading.current_thread().name, held=held > 0,
-                               grade=_finite_or_none(answer.grade), version=answer.version))
+                elif settings.audit_every and step % settings.audit_every == 0:
+                    with self.lock:
+                        held = max(held, self._audit(atoms, answer))
+        walker = threading.current_thread().name
+        lines = [json.dumps(dict(step=step, walker=walker, held=held > 0, grade=_finite_or_none(answer.grade),
+                                 version=answer.version)) for step, answer in zip(steps, answers)]
         with self.trace_lock:
-            self.trace.write(line + "\n")
+            self.trace.write("".join(line + "\n" for line in lines))
         # the grade of the model that answered (after learning, if it held); the journal has the one before
-        extras = {"model_version": f"learner:{answer.version}", "mtp_grade": _finite_or_none(answer.grade),
-                  "held_seconds": held, "reference_calls": len(self.keys)}
-        return answer.energy, answer.forces, answer.virial, extras
+        return [(answer.energy, answer.forces, answer.virial,
+                 {"model_version": f"learner:{answer.version}", "mtp_grade": _finite_or_none(answer.grade),
+                  "held_seconds": held, "reference_calls": len(self.keys)}) for answer in answers]
+
+    def _learn_batch(self, batch: list[Atoms], answers: list[Answer], above: list[int]) -> tuple[list[Answer], float]:
+        """The answers after learning on the members `above` threshold_break (if they still are, and the rails allow
+        it; else they become candidates), and the time held."""
+        answers, held = list(answers), 0.0
+        with self.lock:
+            for i in above:
+                if answers[i].version != self.version:  # another walker learnt meanwhile: grade again
+                    answers[i] = self._evaluate(batch[i])
+            still = [i for i in above if answers[i].grade > self.settings.threshold_break]
+            if still and self._may_retrain():
+                first = max(still, key=lambda i: answers[i].grade)
+                for i in still:
+                    if i != first:
+                        self._keep_candidate(batch[i])
+                answers[first], held = self._learn(batch[first], answers[first])
+                answers = [answer if i == first else self._evaluate(atoms)
+                           for i, (atoms, answer) in enumerate(zip(batch, answers))]
+            else:
+                for i in above:
+                    if answers[i].grade > self.settings.threshold_save:
+                        self._keep_candidate(batch[i])
+        return answers, held
 
     def interrupt(self) -> None:
         """Stop the running reference calls now (safe from signal handlers, for Ctrl-C): they stay pending
@@ -441,7 +474,10 @@ class Learner:
         if current is None or not candidates or limit == 0:
             return list(range(len(candidates)))[-limit:] if limit else []
         rows = site_rows(current.mtp, candidates, self.species)
-        return list(select_add(current.active_set, rows, limit=limit).selected)
+        try:
+            return list(select_add(current.active_set, rows, limit=limit).selected)
+        except ValueError:  # an active set of too little data (one perfect lattice) cannot rank them: the newest
+            return list(range(len(candidates)))[-limit:]
 
     # ------------------------------------------------------------------ models
 

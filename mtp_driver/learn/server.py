@@ -100,7 +100,7 @@ class LearnerServer:
         self._potential = None
 
     def serve(self, potential) -> None:
-        """Answers walkers with `potential.compute` until stopped; returns when every request
+        """Answers walkers with `potential.compute_batch` until stopped; returns when every request
         received has been answered. Closing the learner (final refit) is the caller's part."""
         self._potential = potential
         log.info("listening at %s", self.path)
@@ -282,9 +282,10 @@ class LearnerServer:
         return hello
 
     def _answer(self, connection: socket.socket, header: dict, arrays: dict) -> None:
-        positions, cell, pbc, numbers = _compute_request(header, arrays)
+        batched = header["type"] == "compute_batch"
+        structures = _batch_request(header, arrays) if batched else [_compute_request(header, arrays)]
         try:
-            energy, forces, virial, extras = self._potential.compute(positions, cell, pbc, numbers)
+            results = self._potential.compute_batch(structures)
         except Exception as exc:  # the walker raises it; the server goes on with the others
             if isinstance(exc, LearningStopped):
                 log.error("%s: %s: %s", threading.current_thread().name, type(exc).__name__, exc)
@@ -293,9 +294,15 @@ class LearnerServer:
             send_frame(connection, {"type": "error", "kind": type(exc).__name__, "message": str(exc)})
             return
         with self._lock:
-            self.requests += 1
-        send_frame(connection, {"type": "result", "energy": float(energy), "extras": extras},
-                   {"forces": forces, "virial": virial})
+            self.requests += len(structures)
+        if not batched:
+            energy, forces, virial, extras = results[0]
+            send_frame(connection, {"type": "result", "energy": float(energy), "extras": extras},
+                       {"forces": forces, "virial": virial})
+            return
+        energies, forces, virials, extras = zip(*results)
+        send_frame(connection, {"type": "results", "energies": [float(e) for e in energies], "extras": list(extras)},
+                   {"forces": np.array(forces), "virials": np.array(virials)})
 
 
 def _check_hello(header: dict) -> None:
@@ -330,6 +337,20 @@ def _peer_name(peer) -> str:
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _batch_request(header: dict, arrays: dict) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The structures of a compute_batch message (positions (B,N,3), cells (B,3,3), numbers (B,N), pbc B x 3),
+    each checked as a compute message."""
+    try:
+        positions, cells, numbers, pbc = arrays["positions"], arrays["cells"], arrays["numbers"], header["pbc"]
+        count = len(positions)
+        if not (count and len(cells) == len(numbers) == len(pbc) == count):
+            raise ValueError("arrays of different lengths")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FrameError(f"a compute_batch message without valid structures ({exc})") from None
+    return [_compute_request({"type": "compute", "pbc": pbc[k]},
+                             {"positions": positions[k], "cell": cells[k], "numbers": numbers[k]}) for k in range(count)]
 
 
 def _refuse_more(connection: socket.socket) -> None:
