@@ -130,6 +130,27 @@ def test_batched_pimd_equals_unbatched(tmp_path, batch_size, caplog):
     np.testing.assert_allclose(batched, unbatched, rtol=1e-12, atol=1e-12)
 
 
+def test_pes_plugin_answers_batched_pimd_in_ipis_python_driver(tmp_path):
+    """i-PI's own driver hands the plugin a batch as lists: one call of the evaluator, the same trajectory."""
+    from mtp_driver.ipi import pes_plugin
+
+    unbatched = run_pimd(tmp_path / "unbatched", unix_endpoint(), clients=1, as_processes=False)
+    workdir = tmp_path / "plugin"
+    workdir.mkdir()
+    bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1)).write(workdir / "init.extxyz")
+    endpoint = unix_endpoint()
+    with start_ipi(workdir, "pimd", endpoint, nbeads=4, total_steps=8, batch_size=4) as ipi:
+        ipi.wait_listening()
+        client = subprocess.Popen([str(Path(ipi_executable()).with_name("i-pi-py_driver")), "-m", "custom", "-P",
+                                   pes_plugin.__file__, "-u", "-a", endpoint.unix, "-o", "template=init.extxyz,emt=true"],
+                                  cwd=workdir)
+        finish(ipi)
+        assert client.wait(60) == 0
+    centroid = ase.io.read(workdir / "out.pos_0.extxyz", "-1").positions
+    np.testing.assert_allclose(np.concatenate([potentials(workdir), centroid.ravel()]), unbatched, rtol=1e-12,
+                               atol=1e-12)
+
+
 def vacancy_cell():
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
     del atoms[0]

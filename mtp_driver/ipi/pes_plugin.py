@@ -14,6 +14,7 @@ spaces since i-PI splits on commas), `emt=true`, or `calculator=module:Class`; o
 
 from __future__ import annotations
 
+import numpy as np
 from ipi.pes.dummy import Dummy_driver
 
 from mtp_driver.ipi.evaluate import Evaluator, read_template, template_label
@@ -53,6 +54,11 @@ class MTPPes(Dummy_driver):
 
     def compute_structure(self, cell, pos):
         return self.evaluator(cell, pos)
+
+    def compute(self, cell, pos):
+        if isinstance(cell, list):  # i-PI's batched requests: one call of the potential for the whole batch
+            return self.evaluator.batch(np.array([np.ravel(h) for h in cell]), np.array([np.ravel(x) for x in pos]))
+        return self.compute_structure(cell, pos)
 
 
 if __name__ == "__main__":
