@@ -1,8 +1,11 @@
-"""ASE calculator over the Numba MTP kernels."""
+"""The MTP's one array-level evaluation (`MTPCalculator.evaluate`: arrays in, an `MTPResult` out), and
+the ASE calculator over it. The i-PI driver (`MTPPotential`) and the learner call `evaluate` directly:
+no Atoms, no ASE state check, no stress round trip per request."""
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -33,6 +36,18 @@ def check_close_contacts(neighbor_list, min_dist: float, close_contact_factor: f
             f"apart, closer than {close_contact_factor} x min_dist = {limit:.4f} Å of the potential: "
             "the structure is unphysical for this potential (or lower close_contact_factor)"
         )
+
+
+class MTPResult(NamedTuple):
+    """One structure's results (eV, Å): the virial is -stress x volume, zero without three periodic directions."""
+
+    energy: float
+    site_energies: np.ndarray
+    forces: np.ndarray
+    stress: np.ndarray | None  # (6,) Voigt, ASE sign; None without a periodic cell of non-zero volume
+    virial: np.ndarray
+    grade: float | None  # with an active set
+    atom_grades: np.ndarray | None  # with a neighbourhood-mode active set
 
 
 class MTPCalculator(Calculator):
@@ -86,6 +101,7 @@ class MTPCalculator(Calculator):
         self.species = species
         self._type_of_number = {atomic_numbers[s]: t for t, s in enumerate(species)}
         self.close_contact_factor = close_contact_factor
+        self._types: tuple[bytes, np.ndarray] = (b"", np.zeros(0, dtype=np.int64))
         self.layout = kernel_layout(self.mtp)
         self.active_set = None if active_set is None else self._checked_active_set(active_set)
         if self.active_set is not None:
@@ -106,7 +122,16 @@ class MTPCalculator(Calculator):
 
     def types_of(self, atoms) -> np.ndarray:
         """Type index of each atom; a clear error for elements the potential does not know."""
-        numbers = atoms.get_atomic_numbers()
+        return self.types_of_numbers(atoms.get_atomic_numbers())
+
+    def types_of_numbers(self, numbers: np.ndarray) -> np.ndarray:
+        numbers = np.asarray(numbers)
+        key = numbers.tobytes()
+        if key != self._types[0]:  # the atoms of a run never change: look their types up once
+            self._types = (key, self._lookup_types(numbers))
+        return self._types[1]
+
+    def _lookup_types(self, numbers: np.ndarray) -> np.ndarray:
         foreign = foreign_symbols(numbers, self.species)
         if foreign:
             raise ValueError(f"the structure contains {foreign}, which the potential does not know "
@@ -119,35 +144,59 @@ class MTPCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        positions = atoms.get_positions()
-        cell = atoms.cell.array
-        pbc = atoms.pbc
-        types = self.types_of(atoms)
+        result = self.evaluate(atoms.positions, atoms.cell.array, atoms.pbc, self.types_of(atoms))
+        self.results.update(energy=result.energy, free_energy=result.energy, energies=result.site_energies,
+                            forces=result.forces)
+        if result.stress is not None:
+            self.results["stress"] = result.stress
+        elif "stress" in properties:
+            raise PropertyNotImplementedError("stress needs a periodic cell with three lattice vectors")
+        if result.grade is not None:
+            self.results["extrapolation_grade"] = result.grade
+        if result.atom_grades is not None:
+            self.results["extrapolation_grades"] = result.atom_grades
+
+    def evaluate(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, types: np.ndarray) -> MTPResult:
+        """Energy, forces, stress, virial and (with an active set) grades of one structure given as arrays (Å;
+        `types` from `types_of_numbers`), in one kernel pass."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        pbc = np.asarray(pbc, dtype=bool)
         neighbor_list = build_neighbor_list(positions, cell, pbc, self.mtp.max_dist)
         check_close_contacts(neighbor_list, self.mtp.min_dist, self.close_contact_factor)
         site_rows = None if self.active_set is None else np.empty((len(types), self.mtp.parameter_count))
         result = evaluate(self.mtp, types, neighbor_list, self.layout, site_rows)
-        if site_rows is not None:
-            self._store_grades(site_rows)
-        self.results["energy"] = result.energy
-        self.results["free_energy"] = result.energy
-        self.results["energies"] = result.site_energies
-        self.results["forces"] = result.forces
+        grade, atom_grades = (None, None) if site_rows is None else self._grades(site_rows)
         volume = abs(np.linalg.det(cell))
+        stress, virial = None, np.zeros((3, 3))
         if pbc.any() and volume > 0.0:
-            stress = 0.5 * (result.strain_derivative + result.strain_derivative.T) / volume
-            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
-        elif "stress" in properties:
-            raise PropertyNotImplementedError("stress needs a periodic cell with three lattice vectors")
+            symmetric = 0.5 * (result.strain_derivative + result.strain_derivative.T)
+            stress = (symmetric / volume).flat[[0, 4, 8, 5, 2, 1]]
+            if pbc.all():
+                virial = -symmetric
+        return MTPResult(result.energy, result.site_energies, result.forces, stress, virial, grade, atom_grades)
 
-    def _store_grades(self, site_rows: np.ndarray) -> None:
+    def _grades(self, site_rows: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """The structure's grade, and the atoms' grades for a neighbourhood-mode active set."""
         if self.active_set.mode == "nbh":
             atom_grades = self.active_set.row_grades(site_rows)
-            self.results["extrapolation_grades"] = atom_grades
-            self.results["extrapolation_grade"] = float(atom_grades.max(initial=0.0))
-        else:  # MLIP's configuration row: (dE/dtheta) / N
-            self.results["extrapolation_grade"] = float(self.active_set.row_grades(site_rows.mean(axis=0))[0])
+            return float(atom_grades.max(initial=0.0)), atom_grades
+        # MLIP's configuration row: (dE/dtheta) / N
+        return float(self.active_set.row_grades(site_rows.mean(axis=0))[0]), None
 
+
+class MTPPotential:
+    """An MTP as a `Potential` (mtp_driver.ipi.potential) over `MTPCalculator.evaluate`: what `serve` answers
+    i-PI with. Extras: `model_version`, and `mtp_grade` (null without an active set)."""
+
+    def __init__(self, calculator: MTPCalculator, model_version: str):
+        self.calculator = calculator
+        self.model_version = model_version
+
+    def compute(self, positions, cell, pbc, numbers):
+        result = self.calculator.evaluate(positions, cell, pbc, self.calculator.types_of_numbers(numbers))
+        return result.energy, result.forces, result.virial, {"model_version": self.model_version,
+                                                              "mtp_grade": result.grade}
 
 
 def predict(calculator: Calculator, images) -> list:

@@ -49,8 +49,10 @@ class PotentialSpec:
             if not Path(self.mtp).is_file():
                 raise DriverError(f"potential file {self.mtp!r} does not exist")
             kwargs = {"species": list(self.species)} if self.species else {}
+            from mtp_driver.calculator import MTPPotential
+
             calc = _construct(MTP_CALCULATOR, (self.mtp,), kwargs)
-            return ASECalculatorPotential(calc, self.model_version or file_version(self.mtp))
+            return MTPPotential(calc, self.model_version or file_version(self.mtp))
         path = EMT_CALCULATOR if self.emt else self.calculator
         made = _construct(path, (), self.calculator_kwargs)
         if isinstance(made, BaseCalculator):

@@ -202,14 +202,12 @@ class Learner:
         with self.step_lock:  # walkers in several threads: each request its own number
             steps = range(self.step + 1, self.step + 1 + len(structures))
             self.step += len(structures)
-        batch = [Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
-                 for positions, cell, pbc, numbers in structures]
         if self.lock.acquire(blocking=False):  # a request boundary, unless another walker is learning
             try:
                 self._swap_finished_refit()
             finally:
                 self.lock.release()
-        answers = [self._evaluate(atoms) for atoms in batch]
+        answers = [self._evaluate_arrays(*structure) for structure in structures]
         settings, held = self.settings, 0.0
         if settings.observe:
             for answer in answers:
@@ -217,15 +215,15 @@ class Learner:
         else:
             above = [i for i, answer in enumerate(answers) if answer.grade > settings.threshold_break]
             if above:
-                answers, held = self._learn_batch(batch, answers, above)
-            for i, (step, atoms, answer) in enumerate(zip(steps, batch, answers)):
+                answers, held = self._learn_batch([_atoms(*structure) for structure in structures], answers, above)
+            for i, (step, structure, answer) in enumerate(zip(steps, structures, answers)):
                 if i in above:
                     continue
                 if answer.grade > settings.threshold_save:
-                    self._keep_candidate(atoms)
+                    self._keep_candidate(_atoms(*structure))
                 elif settings.audit_every and step % settings.audit_every == 0:
                     with self.lock:
-                        held = max(held, self._audit(atoms, answer))
+                        held = max(held, self._audit(_atoms(*structure), answer))
         walker = threading.current_thread().name
         lines = [json.dumps(dict(step=step, walker=walker, held=held > 0, grade=_finite_or_none(answer.grade),
                                  version=answer.version)) for step, answer in zip(steps, answers)]
@@ -337,23 +335,23 @@ class Learner:
         return current.version, self.walker.calculator
 
     def _evaluate(self, atoms: Atoms) -> Answer:
+        return self._evaluate_arrays(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+
+    def _evaluate_arrays(self, positions, cell, pbc, numbers) -> Answer:
+        """The answer of the model answering now (no Atoms: the path of every request)."""
         version, calculator = self._calculator()
         try:
             if calculator is None:  # nothing learnt yet: everything extrapolates
                 limit = self.settings.close_contact_factor * self.initial.min_dist
-                check_close_contacts(build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, limit),
+                check_close_contacts(build_neighbor_list(positions, cell, pbc, limit),
                                      self.initial.min_dist, self.settings.close_contact_factor)
                 return Answer(grade=np.inf, energy=None, forces=None, virial=None, version=0)
-            atoms.calc = calculator
-            energy = atoms.get_potential_energy()
+            result = calculator.evaluate(positions, cell, pbc, calculator.types_of_numbers(numbers))
         except (CloseContactError, UnphysicalCell) as exc:  # the neighbour list of a shorter cutoff can differ
             raise UnphysicalStructure(f"request {self.step}: {exc}. The simulation has left physical "
                                       "space (time step or temperature too high?); no reference call was made") from exc
-        forces = atoms.get_forces()
-        virial = _virial(atoms)
-        grade = float(calculator.results["extrapolation_grade"])
-        atoms.calc = None
-        return Answer(grade=grade, energy=energy, forces=forces, virial=virial, version=version)
+        return Answer(grade=result.grade, energy=result.energy, forces=result.forces, virial=result.virial,
+                      version=version)
 
     def _observe(self, grade: float) -> None:
         """Observe mode: count what the thresholds would trigger (the cool-down applied), call nothing."""
@@ -556,6 +554,10 @@ class Learner:
             self._swap_in(candidate.mtp, "refit")
         if len(self.keys) > refit.references:  # data it did not see: refit again
             self._start_refit()
+
+
+def _atoms(positions, cell, pbc, numbers) -> Atoms:
+    return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
 
 
 def _virial(atoms: Atoms) -> np.ndarray:
