@@ -17,9 +17,9 @@ Measured:
    copy of the structure is computed with EMT outside the learner (the run is unchanged) and
    compared with the learner's answer at that step, then with the final model (RUN/final.mtp), per
    window of `--window` steps;
-2. the learner's MD against the reference MD, per phase: mean squared displacement from the
-   phase's first frame and the radial distribution function; the independent EMT run against the
-   reference MD is the statistical noise;
+2. the learner's MD against the reference MD, per phase: mean squared displacement over 1 ps
+   (every time origin in the phase) and the radial distribution function; the largest difference of
+   `--independent` EMT runs (other seeds) from the reference MD is the statistical noise;
 3. the final model against a passive fit (the same untrained MTP and the same options as the
    learner's final refit) on a reference-MD snapshot every `--passive-every` steps, tested on the
    independent run, per phase; reference calls per MD step;
@@ -63,7 +63,7 @@ MD_SEED, INDEPENDENT_SEED = 3, 1  # the learner's MD and the reference MD share 
 RDF_MAX, RDF_BIN, RDF_FROM = 6.0, 0.05, 1.5  # Å; no pair is closer than RDF_FROM, so the difference starts there
 PROGRESS_EVERY = 25  # probes
 BACK_TO_BACK = 10  # steps: a hold this soon after the previous one did not select enough
-FINAL_SHARE = 0.1  # the MSD of a phase: mean over the last tenth of its frames (one frame is noisy)
+MSD_LAG = 250  # steps (1 ps): the MSD of a phase at this lag, averaged over every time origin in the phase
 
 
 class SleepingEMT(EMT):
@@ -145,13 +145,13 @@ class Window:
 @dataclass(frozen=True)
 class PhaseStructure:
     phase: str
-    msd_learner: float  # Å², at the end of the phase, from its first frame
+    msd_learner: float  # Å², over MSD_LAG steps, every time origin in the phase
     msd_reference: float
-    msd_independent: float
+    msd_independent: float  # the mean of the independent runs
     msd_deviation: float  # |learner / reference - 1|
-    msd_noise: float  # |independent / reference - 1|
+    msd_noise: float  # the largest |independent / reference - 1|
     rdf_difference: float  # RMS over r of g_learner - g_reference
-    rdf_noise: float  # RMS over r of g_independent - g_reference
+    rdf_noise: float  # the largest RMS over r of g_independent - g_reference
 
 
 @dataclass(frozen=True)
@@ -273,21 +273,21 @@ def windows(probes: list[Probe], final: list[Atoms], width: int, skip: int, step
 
 # ------------------------------------------------------------------ 2. structure: MSD and RDF
 
-def in_phase(frames: list[Frame], phase: Phase) -> list[Atoms]:
-    return [frame.atoms for frame in frames if phase.holds(frame.step)]
+def in_phase(frames: list[Frame], phase: Phase) -> list[Frame]:
+    return [frame for frame in frames if phase.holds(frame.step)]
 
 
-def msd(frames: list[Atoms]) -> float:
-    """Mean squared displacement from the first frame (centre-of-mass drift removed), at the end."""
+def msd(frames: list[Frame]) -> float:
+    """Mean squared displacement over MSD_LAG steps (centre-of-mass drift removed), averaged over every time
+    origin of the frames: the observable of diffusion, not of when a superheated crystal happened to melt."""
     if len(frames) < 2:
         return math.nan
-    first = frames[0].positions
-    values = []
-    for atoms in frames[1:]:
-        displacement = atoms.positions - first  # MD positions are never wrapped
-        displacement -= displacement.mean(axis=0)
-        values.append(np.mean(np.sum(displacement ** 2, axis=1)))
-    return float(np.mean(values[-max(1, round(FINAL_SHARE * len(values))):]))
+    spacing = frames[1].step - frames[0].step
+    lag = min(max(1, round(MSD_LAG / spacing)), len(frames) - 1)
+    positions = np.array([frame.atoms.positions for frame in frames])  # MD positions are never wrapped
+    displacement = positions[lag:] - positions[:-lag]
+    displacement -= displacement.mean(axis=1, keepdims=True)
+    return float(np.mean(np.sum(displacement ** 2, axis=2)))
 
 
 def rdf(frames: list[Atoms]) -> np.ndarray:
@@ -307,12 +307,17 @@ def rdf_difference(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return float(np.sqrt(np.mean((a - b)[radii >= RDF_FROM] ** 2)))
 
 
-def structure(phase: Phase, learner: list[Frame], reference: list[Frame], independent: list[Frame]) -> PhaseStructure:
-    runs = [in_phase(frames, phase) for frames in (learner, reference, independent)]
-    msds = [msd(frames) for frames in runs]
-    mine, theirs, other = (rdf(frames) if frames else None for frames in runs)
-    return PhaseStructure(phase.name, *msds, abs(ratio(msds[0], msds[1]) - 1), abs(ratio(msds[2], msds[1]) - 1),
-                          rdf_difference(mine, theirs), rdf_difference(other, theirs))
+def structure(phase: Phase, learner: list[Frame], reference: list[Frame],
+              independents: list[list[Frame]]) -> PhaseStructure:
+    """The learner's MD against the reference MD in `phase`; the noise: the independent EMT runs against it."""
+    mine, theirs, *others = [in_phase(frames, phase) for frames in (learner, reference, *independents)]
+    own, reference_msd, *other_msds = [msd(frames) for frames in (mine, theirs, *others)]
+    g_mine, g_theirs, *g_others = [rdf([f.atoms for f in frames]) if frames else None
+                                   for frames in (mine, theirs, *others)]
+    return PhaseStructure(phase.name, own, reference_msd, float(np.mean(other_msds)),
+                          abs(ratio(own, reference_msd) - 1),
+                          max(abs(ratio(value, reference_msd) - 1) for value in other_msds),
+                          rdf_difference(g_mine, g_theirs), max(rdf_difference(g, g_theirs) for g in g_others))
 
 
 # ------------------------------------------------------------------ 3. final model against a passive fit
@@ -329,7 +334,7 @@ def passive_fit(level: int, cutoff: float, images: list[Atoms], options: TrainOp
 
 
 def phase_test(phase: Phase, test: list[Frame], final: MTPCalculator, passive: MTPCalculator) -> PhaseTest:
-    images = in_phase(test, phase)
+    images = [frame.atoms for frame in in_phase(test, phase)]
     final_errors = errors(predict(final, images), images)
     passive_errors = errors(predict(passive, images), images)
     return PhaseTest(phase.name, len(images), final_errors, passive_errors,
@@ -363,7 +368,8 @@ def print_tables(rows: list[Window], shapes: list[PhaseStructure], tests: list[P
         print(f"{w.start:>5}-{w.stop:<5}{w.probes:>7}{w.answering.force_rmse:>10.4f}{w.final.force_rmse:>9.4f}"
               f"{w.force_ratio:>7.2f}{w.answering.energy_rmse_mev:>10.3f}{w.final.energy_rmse_mev:>9.3f}"
               f"{w.energy_ratio:>7.2f}{w.answering.energy_bias_mev:>11.3f}/{w.final.energy_bias_mev:<9.3f}")
-    print("\n2. learner's MD vs reference MD (noise: an independent EMT run vs the reference MD)")
+    print(f"\n2. learner's MD vs reference MD (MSD over {MSD_LAG} steps; noise: the largest deviation of the "
+          "independent EMT runs from the reference MD)")
     print(f"{'phase':<9}{'MSD learner':>12}{'reference':>10}{'independent':>12}{'dev':>7}{'noise':>7}"
           f"{'RDF diff':>10}{'noise':>7}")
     for s in shapes:
@@ -430,6 +436,8 @@ def main() -> None:
                         help="steps between the reference-MD snapshots of the passive fit (a multiple of the above; "
                         "0: no passive fit, e.g. for hold times with --reference-delay)")
     parser.add_argument("--test-every", type=int, default=20, help="steps between test snapshots (independent run)")
+    parser.add_argument("--independent", type=int, default=3,
+                        help="independent EMT runs (other seeds) giving the statistical noise of MSD and RDF")
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="answering and final errors along the run (PNG)")
     args = parser.parse_args()
@@ -442,7 +450,9 @@ def main() -> None:
 
     started = time.perf_counter()
     reference = run_md(EMT(), ramp, MD_SEED, args.snapshot_every)
-    independent = run_md(EMT(), ramp, INDEPENDENT_SEED, args.snapshot_every)
+    seeds = [INDEPENDENT_SEED] + [100 + k for k in range(1, args.independent)]  # none is MD_SEED
+    independents = [run_md(EMT(), ramp, seed, args.snapshot_every) for seed in seeds]
+    independent = independents[0]  # also the test set of the final model and the passive fit
     seconds["reference_md"] = time.perf_counter() - started
 
     learning, learner, seconds["final_refit"] = learn_on_the_fly(args, ramp)
@@ -453,7 +463,8 @@ def main() -> None:
     final = MTPCalculator(args.run_dir / "final.mtp", species=SPECIES)
     on_probes = predict(final, [p.reference for p in learning.probes])
     rows = windows(learning.probes, on_probes, args.window, args.skip, args.steps)
-    shapes = [structure(phase, learning.frames, reference.frames, independent.frames) for phase in phases]
+    shapes = [structure(phase, learning.frames, reference.frames, [run.frames for run in independents])
+              for phase in phases]
     seconds["measurements"] = time.perf_counter() - started
 
     training, tests = [], []
