@@ -18,14 +18,13 @@ batched: above 1, batching is faster. Threads: Numba's default (all cores) in ev
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 from bench_efs import CUTOFF, POTENTIALS
-from bench_socket import LISTENING, STEP_TIME, ZERO, wait_until
+from bench_socket import ZERO, fastest_block
 
 from mtp_driver.io.mtp_file import read_mtp, write_mtp
 from mtp_driver.ipi import Endpoint, IPIProcess, PotentialSpec, driver_command, pes_plugin
@@ -54,18 +53,7 @@ def seconds_per_step(workdir: Path, potential: Path | None, beads: int, client: 
     batch = 1 if client == "unbatched" else beads
     with IPIProcess(INPUT, workdir, endpoint, total_steps=steps, seed=1, nbeads=beads, structure=str(TEMPLATE),
                     prefix="bench", batch_size=batch) as ipi:
-        wait_until(lambda: LISTENING in ipi.log(), ipi)  # i-PI's own driver does not retry
-        with open(workdir / "driver.log", "w") as log:
-            driver = subprocess.Popen(client_command(client, potential, endpoint), cwd=workdir, stdout=log,
-                                      stderr=log)
-        wait_until(lambda: ipi.proc.poll() is not None or driver.poll() not in (None, 0), ipi, timeout=3600)
-        if driver.wait(60) != 0 or ipi.wait(60) != 0:
-            raise RuntimeError(f"{client} or i-PI failed:\n{(workdir / 'driver.log').read_text()[-2000:]}\n"
-                               f"{ipi.log()[-2000:]}")
-        blocks = [float(t) for step, t in STEP_TIME.findall(ipi.log()) if int(step) > 0]
-    if not blocks:
-        raise RuntimeError("i-PI printed no step timings: run more than 200 steps")
-    return min(blocks)
+        return fastest_block(ipi, client_command(client, potential, endpoint), workdir, timeout=3600)
 
 
 def main() -> None:
