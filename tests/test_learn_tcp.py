@@ -215,3 +215,18 @@ def test_a_plain_walker_is_refused_by_a_tls_server(tcp_learner, caplog):
     wait_for(lambda: "refused: no valid hello" in caplog.text, 10, "the refusal in the log")
     assert served(walker)
     walker.close()
+
+
+def test_learn_server_refuses_tls_without_listen_or_without_a_key(tmp_path):
+    import sys
+
+    from mtp_driver.io.mtp_file import write_mtp
+
+    potential = tmp_path / "untrained.mtp"
+    write_mtp(untrained_mtp(6, 1, 2.0, 5.0, species=["Cu"]), potential)
+    base = [sys.executable, "-m", "mtp_driver.cli", "learn-server", str(potential), "--species", "Cu",
+            "--run-dir", str(tmp_path / "run")]
+    for options, message in ((["--tls-cert", "c.pem"], "--tls-cert/--tls-key need --listen"),
+                             (["--listen", "0", "--tls-cert", "c.pem"], "TLS needs both --tls-cert and --tls-key")):
+        done = subprocess.run(base + options, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
