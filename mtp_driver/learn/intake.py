@@ -26,9 +26,11 @@ class UntrainableStructure(LearningStopped):
     atoms, arrays that do not match); nothing was recorded."""
 
 
-def check_request(positions, cell, pbc, numbers, species: list[str], cutoff: float) -> None:
+def check_request(positions, cell, pbc, numbers, species: list[str], cutoff: float,
+                  known_numbers: bytes = b"") -> None:
     """Raise `UntrainableStructure` or `UnphysicalStructure` unless the request is one the learner may answer,
-    compute with the reference and train on (a potential of `species` with a `cutoff` in Å)."""
+    compute with the reference and train on (a potential of `species` with a `cutoff` in Å). `known_numbers`:
+    the bytes of atomic numbers already found to be of `species` (the atoms of a run rarely change)."""
     positions = np.asarray(positions, dtype=np.float64)
     numbers = np.asarray(numbers)
     if positions.ndim != 2 or positions.shape[1] != 3 or numbers.shape != (len(positions),) or numbers.dtype.kind not in "iu":
@@ -36,7 +38,7 @@ def check_request(positions, cell, pbc, numbers, species: list[str], cutoff: flo
                                    f"{numbers.shape} ({numbers.dtype}): expected (N, 3) and N integers, one per atom")
     if not len(positions):
         raise UntrainableStructure("the request has no atoms: there is nothing to compute or to train on")
-    foreign = foreign_symbols(numbers, species)
+    foreign = None if numbers.tobytes() == known_numbers else foreign_symbols(numbers, species)
     if foreign:
         raise UntrainableStructure(f"the structure contains {foreign}, which the potential does not have (its species "
                                    f"are {species}): nothing was recorded; learn with a potential of those species "

@@ -134,6 +134,7 @@ class Learner:
         self.last_retraining = -10**9
         self.call_times: deque[float] = deque()
         self.held_seconds: list[float] = []
+        self._known_numbers = b""  # atomic numbers of a request already checked against the species
         self.refit: RefitJob | None = None  # the background refit running now
         # structures the last fit of all parameters saw (a hold's or a refit's); a trained start saw its training set
         self.fully_fitted = len(self.journal.initial_training()) if self.initial.is_trained else 0
@@ -198,7 +199,8 @@ class Learner:
         pooled with the candidates for its D-optimal selection); then every one is answered by the model after
         it. One structure it cannot train on refuses the whole batch before anything is recorded."""
         for structure in structures:
-            check_request(*structure, self.species, self.initial.max_dist)
+            check_request(*structure, self.species, self.initial.max_dist, self._known_numbers)
+            self._known_numbers = np.asarray(structure[3]).tobytes()
         with self.step_lock:  # walkers in several threads: each request its own number
             steps = range(self.step + 1, self.step + 1 + len(structures))
             self.step += len(structures)
