@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per case, best kept (default: %(default)s)")
     parser.add_argument("--zero", action="store_true", help="a zero potential: the cost of the requests alone")
     args = parser.parse_args()
-    print("| beads | unbatched ms/step | batched ms/step | i-pi-py_driver + pes plugin, batched | unbatched / batched |")
+    theirs = "i-pi-py_driver -m dummy" if args.zero else "i-pi-py_driver + pes plugin"
+    print(f"| beads | unbatched ms/step | batched ms/step | {theirs}, batched | unbatched / batched |")
     print("|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         potential = None if args.zero else Path(tmp) / "level16.mtp"
