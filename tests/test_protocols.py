@@ -30,6 +30,7 @@ IPI_INPUTS = {
     "geop.xml": ("cu107_vacancy_rattled.extxyz", 1, 4),
     "neb.xml": ("cu107_vacancy_rattled.extxyz", 2, 2),
     "nvt_timing.xml": ("cu108.extxyz", 1, 4),
+    "pimd_timing.xml": ("cu108.extxyz", 2, 2),
     "nvt_check.xml": ("cu108.extxyz", 1, 4),
     "pimd_check.xml": ("cu108.extxyz", 2, 2),
     "geop_check.xml": ("cu107_vacancy_rattled.extxyz", 1, 4),
