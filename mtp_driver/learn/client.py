@@ -130,8 +130,7 @@ class LearnerClient:
                     send_frame(self.sock, header, arrays)
                 return receive_frame(self.sock, self.payload_timeout)
             except ssl.SSLError as exc:
-                raise LearnerConnectionError(f"TLS with the learner at {self.address} failed: {exc} (does the "
-                                             "server use TLS, and is --tls-ca its certificate?)") from None
+                raise _tls_failure(self.address, exc) from None
             except ConnectionClosed:
                 raise LearnerConnectionError(
                     f"the learner at {self.address} closed the connection (it was stopped or died; its log says "
@@ -187,5 +186,9 @@ def _connect_tcp(address: tuple[str, int], timeout: float, tls_ca) -> socket.soc
         return wrapped
     except (ssl.SSLError, OSError) as exc:
         sock.close()
-        raise LearnerConnectionError(f"TLS with the learner at tcp://{host}:{port} failed: {exc} (does the server "
-                                     "use TLS, and is --tls-ca its certificate?)") from None
+        raise _tls_failure(f"tcp://{host}:{port}", exc) from None
+
+
+def _tls_failure(address: str, exc: Exception) -> LearnerConnectionError:
+    return LearnerConnectionError(f"TLS with the learner at {address} failed: {exc} (does the server use TLS, and is "
+                                  "--tls-ca its certificate?)")
