@@ -1,7 +1,8 @@
-"""Reference calculators that misbehave on purpose, importable by path ('reference_calculators:Name')
-from the learner's worker processes."""
+"""Reference calculators (and an executor) that misbehave on purpose, importable by path
+('reference_calculators:Name') from the learner's worker processes."""
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from ase.calculators.emt import EMT
@@ -70,3 +71,16 @@ class BrokenConstructor(EMT):
 
     def __init__(self, **kwargs):
         raise RuntimeError("no license for this code (simulated)")
+
+
+class SkewedExecutor(ThreadPoolExecutor):
+    """`--executor reference_calculators:SkewedExecutor`: workers that read every structure 0.1 Å off (another
+    mtp-driver version on the cluster, say): they compute and store a result for a structure not asked for."""
+
+    def __init__(self):
+        super().__init__(max_workers=1)
+
+    def submit(self, fn, reference, atoms, *args):
+        moved = atoms.copy()
+        moved.positions[0] += 0.1
+        return super().submit(fn, reference, moved, *args)

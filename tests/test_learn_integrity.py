@@ -78,6 +78,21 @@ def test_an_in_process_calculator_that_moves_the_atoms_is_refused():
         Reference(calculator="reference_calculators:RelaxingEMT").compute(rattled(2))
 
 
+def test_a_result_an_executor_worker_computed_for_another_structure_is_refused_and_not_kept(tmp_path):
+    """A worker that checks its result against what it received cannot see that it received another structure
+    (another mtp-driver version there): the learner checks again, removes the file the worker stored and quarantines."""
+    run = tmp_path / "run"
+    calls = ReferenceCalls(Reference(), Journal(run), retries=1, executor="reference_calculators:SkewedExecutor")
+    try:
+        assert calls.compute([rattled(3)]) == []
+    finally:
+        calls.close()
+    (reasons,) = [event["reasons"] for event in JournalReader(run).events() if event["event"] == "quarantined"]
+    assert len(reasons) == 2 and all("not the structure asked for" in reason and "atoms elsewhere" in reason
+                                     for reason in reasons), reasons
+    assert not list((run / "references").glob("*.json")) and not JournalReader(run).completed()
+
+
 def test_the_timeout_and_the_tolerance_are_not_part_of_the_level_of_theory():
     assert Reference(timeout=10, match_tolerance=1e-3).fingerprint() == Reference().fingerprint()
     assert Reference(kwargs={"asap_cutoff": True}).fingerprint() != Reference().fingerprint()
