@@ -26,7 +26,7 @@ from mtp_driver.ipi import Endpoint, IPIProcess, PotentialSpec, driver_command
 from mtp_driver.ipi.server import ipi_executable
 
 SIZES = {64: (2, 2, 4), 1000: (5, 5, 10)}
-ZERO = PotentialSpec(calculator="mtp_driver.ipi.potential:ZeroPotential")
+ZERO = PotentialSpec(calculator="mtp_driver.potential:ZeroPotential")
 INPUT = Path(__file__).resolve().parents[1] / "protocols" / "nvt_timing.xml"
 LISTENING = "Starting the polling thread"
 STEP_TIME = re.compile(r"Average timings at MD step\s+(\d+)\. t/step:\s+(\S+)")

@@ -35,7 +35,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 
 from mtp_driver.calculator import MTPCalculator
-from mtp_driver.ipi import PotentialCalculator
+from mtp_driver.potential import PotentialCalculator
 from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.reference import Reference
 from mtp_driver.learn.settings import LearnSettings

@@ -23,7 +23,7 @@ from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
 
 from mtp_driver.calculator import MTPCalculator
-from mtp_driver.ipi import PotentialCalculator
+from mtp_driver.potential import PotentialCalculator
 from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.settings import LearnSettings
 from mtp_driver.mtp.basis import untrained_mtp

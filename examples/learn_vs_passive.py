@@ -36,7 +36,7 @@ from ase.md.velocitydistribution import thermalize_momenta
 
 from mtp_driver.calculator import MTPCalculator, predict
 from mtp_driver.fit import TrainOptions, train
-from mtp_driver.ipi import PotentialCalculator
+from mtp_driver.potential import PotentialCalculator
 from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.settings import LearnSettings
 from mtp_driver.metrics import error_table

@@ -186,7 +186,7 @@ class MTPCalculator(Calculator):
 
 
 class MTPPotential:
-    """An MTP as a `Potential` (mtp_driver.ipi.potential) over `MTPCalculator.evaluate`: what `serve` answers
+    """An MTP as a `Potential` (mtp_driver.potential) over `MTPCalculator.evaluate`: what `serve` answers
     i-PI with. Extras: `model_version`, and `mtp_grade` (null without an active set)."""
 
     def __init__(self, calculator: MTPCalculator, model_version: str):

@@ -22,10 +22,10 @@ from mtp_driver.ipi import (
     Endpoint,
     Evaluator,
     PotentialSpec,
-    ZeroPotential,
     make_driver,
 )
 from mtp_driver.ipi.driver import Driver
+from mtp_driver.potential import ZeroPotential
 from mtp_driver.ipi.protocol import GETFORCE, INIT, POSDATA, STATUS, header
 
 pytestmark = pytest.mark.timeout(60)
@@ -151,7 +151,7 @@ def test_both_message_orders_give_emt_in_ase_units(server):
 
 
 def test_server_closing_between_requests_is_a_clean_exit(server):
-    thread = start(server, PotentialSpec(calculator="mtp_driver.ipi.potential:ZeroPotential"))
+    thread = start(server, PotentialSpec(calculator="mtp_driver.potential:ZeroPotential"))
     server.init()
     server.send(server.posdata(cu_atoms()), GETFORCE)
     energy, forces, _, extras = server.forceready()
@@ -222,7 +222,7 @@ class Counting:
     """EMT through ASE, counting the structures it computes."""
 
     def __init__(self):
-        from mtp_driver.ipi import ASECalculatorPotential
+        from mtp_driver.potential import ASECalculatorPotential
 
         self.inner, self.computed = ASECalculatorPotential(EMT()), 0
 
@@ -337,6 +337,7 @@ def serve_cli(*args, **kwargs):
     )
 
 
+@pytest.mark.processes
 def test_cli_reports_bad_input_before_connecting(tmp_path):
     missing = serve_cli("--emt", "--template", str(tmp_path / "none.xyz"), "--unix", "x")
     assert missing.returncode == 2 and "template file" in missing.stderr and "does not exist" in missing.stderr
@@ -352,6 +353,7 @@ def test_cli_reports_bad_input_before_connecting(tmp_path):
     assert nobody.returncode == 1 and "no server accepted a connection" in nobody.stderr
 
 
+@pytest.mark.processes
 def test_cli_fatal_error_exits_non_zero_with_the_reason(server, tmp_path):
     template = tmp_path / "two.xyz"
     cu_atoms()[:2].write(template)

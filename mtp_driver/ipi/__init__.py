@@ -1,4 +1,4 @@
-"""Serve any `Potential` to i-PI and ASE over the i-PI socket protocol.
+"""Serve any `Potential` (`mtp_driver.potential`) to i-PI and ASE over the i-PI socket protocol.
 
 Imports nothing of the model: the MTP arrives through `PotentialSpec(mtp=...)`, resolved by name.
 Names load on first use, so `mtp-driver` can build its parser without importing ASE.
@@ -12,7 +12,6 @@ _EXPORTS = {
         "make_driver", "run", "socket_calculator", "start_driver_process",
     ],
     "evaluate": ["DriverError", "Evaluator", "read_template"],
-    "potential": ["ASECalculatorPotential", "Potential", "PotentialCalculator", "ZeroPotential"],
     "protocol": ["DEFAULT_UNIX_PREFIX", "Endpoint"],
     "server": ["IPIProcess", "configure_input"],
     "sources": ["PotentialSpec", "parse_species"],

@@ -28,7 +28,7 @@ from ase import Atoms
 
 from mtp_driver.ipi import protocol as wire
 from mtp_driver.ipi.evaluate import DriverError, Evaluator, read_template, template_label
-from mtp_driver.ipi.potential import Potential
+from mtp_driver.potential import Potential
 from mtp_driver.ipi.protocol import Endpoint
 from mtp_driver.ipi.sources import PotentialSpec
 

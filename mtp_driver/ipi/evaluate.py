@@ -15,7 +15,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from mtp_driver.ipi.potential import Potential
+from mtp_driver.potential import Potential
 from mtp_driver.ipi.units import geometry_from_wire, results_to_wire
 
 # i-PI adds this key itself to the parsed extras and refuses a driver that sends it

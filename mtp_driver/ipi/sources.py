@@ -11,7 +11,7 @@ from ase.calculators.calculator import BaseCalculator
 
 from mtp_driver.io.species import parse_species  # noqa: F401  (part of ipi's API)
 from mtp_driver.ipi.evaluate import DriverError
-from mtp_driver.ipi.potential import ASECalculatorPotential, Potential
+from mtp_driver.potential import ASECalculatorPotential, Potential
 from mtp_driver.plugins import construct
 
 # resolved by name at run time, like any user calculator: ipi/ imports nothing of the model

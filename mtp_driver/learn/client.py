@@ -1,4 +1,4 @@
-"""A `Potential` (see `mtp_driver.ipi.potential`) answered by a learner in another process: each
+"""A `Potential` (see `mtp_driver.potential`) answered by a learner in another process: each
 `compute` goes to a learner server (`server.py`, `mtp-driver learn-server`) over its UNIX socket,
 or over TCP (`tcp://HOST:PORT`) with the run's token (`auth.py`) from another machine.
 
