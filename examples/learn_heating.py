@@ -11,6 +11,7 @@ last quarter).
 
 The learner (in-process, `PotentialCalculator`, default settings) drives one MD from an untrained
 MTP; EMT drives a reference MD with the same ramp and seeds, and an independent one (another seed).
+With `--teacher POT.mtp` a trained MTP plays the reference everywhere EMT does below.
 Measured:
 
 1. the error of the answering model along the learner's trajectory: every `--probe-every` steps a
@@ -22,7 +23,9 @@ Measured:
    `--independent` EMT runs (other seeds) from the reference MD is the statistical noise;
 3. the final model against a passive fit (the same untrained MTP and the same options as the
    learner's final refit) on a reference-MD snapshot every `--passive-every` steps, tested on the
-   independent run, per phase; reference calls per MD step;
+   independent run, per phase (RUN/passive.mtp); with `--same-data-fit` also the learner's reference data
+   fitted that way (RUN/same_data.mtp): whether a difference comes from the data or from the learner's fits;
+   reference calls per MD step;
 4. hold times (the journal's 'resume' events) and reference calls; `--reference-delay 10` makes
    every reference call sleep 10 s, as a DFT call would take minutes.
 
@@ -49,7 +52,8 @@ from ase.neighborlist import neighbor_list
 from learn_vs_passive import dynamics, labelled_copy, start_structure
 from mtp_driver.calculator import MTPCalculator, predict
 from mtp_driver.fit import TrainOptions, train
-from mtp_driver.ipi import PotentialCalculator
+from mtp_driver.io.mtp_file import write_mtp
+from mtp_driver.potential import PotentialCalculator
 from mtp_driver.learn.calls import LearningStopped
 from mtp_driver.learn.intake import UnphysicalStructure
 from mtp_driver.learn.learner import Learner
@@ -162,6 +166,7 @@ class PhaseTest:
     passive: Errors
     energy_ratio: float  # final / passive
     force_ratio: float
+    same_data: Errors | None  # a fit from scratch to the learner's reference data with the passive fit's options
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,14 @@ class Holds:
 
 # ------------------------------------------------------------------ molecular dynamics
 
-def run_md(calculator, ramp: Ramp, seed: int, snapshot_every: int, probe_every: int = 0) -> MDRun:
-    """MD along the ramp; a frame every `snapshot_every` steps and, if `probe_every`, an EMT probe."""
+def reference_calculator(teacher: Path | None):
+    """EMT, or the MTP `teacher` playing the reference (the issue's teacher-student setting)."""
+    return EMT() if teacher is None else MTPCalculator(teacher, species=SPECIES)
+
+
+def run_md(calculator, ramp: Ramp, seed: int, snapshot_every: int, probe_every: int = 0,
+           teacher: Path | None = None) -> MDRun:
+    """MD along the ramp; a frame every `snapshot_every` steps and, if `probe_every`, a reference probe."""
     atoms = start_structure(ramp.cold, seed)
     atoms.calc = calculator
     md = dynamics(atoms, ramp.cold, seed)
@@ -190,7 +201,7 @@ def run_md(calculator, ramp: Ramp, seed: int, snapshot_every: int, probe_every: 
             frames.append(Frame(md.nsteps, labelled_copy(atoms)))
         if probe_every and md.nsteps % probe_every == 0 and md.nsteps > 0:
             started = time.perf_counter()
-            probes.append(probe(md.nsteps, atoms))
+            probes.append(probe(md.nsteps, atoms, teacher))
             probe_seconds[0] += time.perf_counter() - started
             report_progress(probes, calculator, ramp)
 
@@ -203,12 +214,12 @@ def run_md(calculator, ramp: Ramp, seed: int, snapshot_every: int, probe_every: 
     return MDRun(frames, probes, stopped, time.perf_counter() - started, probe_seconds[0])
 
 
-def probe(step: int, atoms: Atoms) -> Probe:
-    """The answer the MD's calculator just gave, and EMT on a copy (the learner never sees it)."""
+def probe(step: int, atoms: Atoms, teacher: Path | None) -> Probe:
+    """The answer the MD's calculator just gave, and the reference on a copy (the learner never sees it)."""
     assert not atoms.calc.check_state(atoms), "the calculator's results must belong to this structure"
     answered = labelled_copy(atoms)
     reference = answered.copy()
-    reference.calc = EMT()
+    reference.calc = reference_calculator(teacher)
     return Probe(step, answered, labelled_copy(reference))
 
 
@@ -225,14 +236,19 @@ def report_progress(probes: list[Probe], calculator, ramp: Ramp) -> None:
 def learn_on_the_fly(args, ramp: Ramp) -> tuple[MDRun, Learner, float]:
     """The learner's MD; the closed learner (final.mtp written) and the seconds its close took."""
     delay = args.reference_delay
-    reference = Reference(calculator=f"{Path(__file__).stem}:SleepingEMT", kwargs=dict(delay=delay)) if delay \
-        else Reference()
+    if args.teacher is not None:
+        reference = Reference(calculator="mtp_driver.calculator:MTPCalculator",
+                              kwargs=dict(potential=str(args.teacher), species=SPECIES))
+    elif delay:
+        reference = Reference(calculator=f"{Path(__file__).stem}:SleepingEMT", kwargs=dict(delay=delay))
+    else:
+        reference = Reference()
     settings = LearnSettings(species=tuple(SPECIES), reference=reference, threshold_break=args.threshold_break,
                              audit_every=args.audit_every, audit_error_ratio=args.audit_error_ratio,
-                             refit_iterations=args.refit_iterations)
+                             refit_iterations=args.refit_iterations, pool_hold=not args.no_pool_hold)
     start = untrained_mtp(args.level, 1, MIN_DIST, args.cutoff, species=SPECIES)
     learner = Learner(start, args.run_dir, settings)
-    run = run_md(PotentialCalculator(learner), ramp, MD_SEED, args.snapshot_every, args.probe_every)
+    run = run_md(PotentialCalculator(learner), ramp, MD_SEED, args.snapshot_every, args.probe_every, args.teacher)
     started = time.perf_counter()
     learner.close()  # the final refit: RUN/final.mtp
     return run, learner, time.perf_counter() - started
@@ -333,13 +349,15 @@ def passive_fit(level: int, cutoff: float, images: list[Atoms], options: TrainOp
     return train(start, images, species=SPECIES, options=options, progress=False).mtp
 
 
-def phase_test(phase: Phase, test: list[Frame], final: MTPCalculator, passive: MTPCalculator) -> PhaseTest:
+def phase_test(phase: Phase, test: list[Frame], final: MTPCalculator, passive: MTPCalculator,
+               same_data: MTPCalculator | None) -> PhaseTest:
     images = [frame.atoms for frame in in_phase(test, phase)]
     final_errors = errors(predict(final, images), images)
     passive_errors = errors(predict(passive, images), images)
     return PhaseTest(phase.name, len(images), final_errors, passive_errors,
                      ratio(final_errors.energy_rmse_mev, passive_errors.energy_rmse_mev),
-                     ratio(final_errors.force_rmse, passive_errors.force_rmse))
+                     ratio(final_errors.force_rmse, passive_errors.force_rmse),
+                     None if same_data is None else errors(predict(same_data, images), images))
 
 
 # ------------------------------------------------------------------ 4. holds
@@ -377,11 +395,13 @@ def print_tables(rows: list[Window], shapes: list[PhaseStructure], tests: list[P
               f"{s.msd_deviation:>7.2f}{s.msd_noise:>7.2f}{s.rdf_difference:>10.4f}{s.rdf_noise:>7.4f}")
     print("\n3. final model vs passive fit on the independent run (E meV/atom RMSE [bias], F eV/Å)")
     print(f"{'phase':<9}{'snaps':>6}{'E final':>16}{'E passive':>16}{'ratio':>7}{'F final':>9}{'F passive':>10}"
-          f"{'ratio':>7}")
+          f"{'ratio':>7}" + (f"{'E same data':>16}{'F same data':>12}" if tests and tests[0].same_data else ""))
     for t in tests:
+        same = "" if t.same_data is None else \
+            f"{t.same_data.energy_rmse_mev:>8.3f} [{t.same_data.energy_bias_mev:>+6.3f}]{t.same_data.force_rmse:>12.4f}"
         print(f"{t.phase:<9}{t.snapshots:>6}{t.final.energy_rmse_mev:>8.3f} [{t.final.energy_bias_mev:>+6.3f}]"
               f"{t.passive.energy_rmse_mev:>8.3f} [{t.passive.energy_bias_mev:>+6.3f}]{t.energy_ratio:>7.2f}"
-              f"{t.final.force_rmse:>9.4f}{t.passive.force_rmse:>10.4f}{t.force_ratio:>7.2f}")
+              f"{t.final.force_rmse:>9.4f}{t.passive.force_rmse:>10.4f}{t.force_ratio:>7.2f}" + same)
     print(f"\n4. {calls} reference calls in {steps} MD steps (1/{steps / max(calls, 1):.0f}); {held.count} holds, "
           f"median {held.median_s:.2f} s, max {held.max_s:.2f} s, total {held.total_s:.1f} s; fits of all parameters "
           f"in them median {held.fit_median_s:.2f} s, max {held.fit_max_s:.2f} s; {held.back_to_back} holds within "
@@ -427,6 +447,9 @@ def main() -> None:
                         help="an audit error above this many times the model's training RMSE learns at once")
     parser.add_argument("--refit-iterations", type=int, default=defaults.refit_iterations,
                         help="the learner's refits and the passive fit")
+    parser.add_argument("--no-pool-hold", action="store_true", help="prune a full candidate pool, do not learn it")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a trained Cu MTP as the reference instead of EMT (e.g. mlearn's published Cu.mtp)")
     parser.add_argument("--reference-delay", type=float, default=0.0, help="seconds each reference call sleeps")
     parser.add_argument("--probe-every", type=int, default=20, help="steps between EMT probes of the answers")
     parser.add_argument("--window", type=int, default=250, help="steps per window of the answering error")
@@ -435,12 +458,16 @@ def main() -> None:
     parser.add_argument("--passive-every", type=int, default=10,
                         help="steps between the reference-MD snapshots of the passive fit (a multiple of the above; "
                         "0: no passive fit, e.g. for hold times with --reference-delay)")
+    parser.add_argument("--same-data-fit", action="store_true",
+                        help="also fit the learner's reference data from scratch with the passive fit's options")
     parser.add_argument("--test-every", type=int, default=20, help="steps between test snapshots (independent run)")
     parser.add_argument("--independent", type=int, default=3,
                         help="independent EMT runs (other seeds) giving the statistical noise of MSD and RDF")
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="answering and final errors along the run (PNG)")
     args = parser.parse_args()
+    if args.teacher is not None and args.reference_delay:
+        parser.error("--reference-delay sleeps in EMT: not with --teacher")
     if args.passive_every % args.snapshot_every or args.test_every % args.snapshot_every:  # 0 passes
         parser.error("--passive-every and --test-every must be multiples of --snapshot-every")
     args.run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="learn-heating-"))
@@ -449,9 +476,9 @@ def main() -> None:
     seconds = {}
 
     started = time.perf_counter()
-    reference = run_md(EMT(), ramp, MD_SEED, args.snapshot_every)
+    reference = run_md(reference_calculator(args.teacher), ramp, MD_SEED, args.snapshot_every)
     seeds = [INDEPENDENT_SEED] + [100 + k for k in range(1, args.independent)]  # none is MD_SEED
-    independents = [run_md(EMT(), ramp, seed, args.snapshot_every) for seed in seeds]
+    independents = [run_md(reference_calculator(args.teacher), ramp, seed, args.snapshot_every) for seed in seeds]
     independent = independents[0]  # also the test set of the final model and the passive fit
     seconds["reference_md"] = time.perf_counter() - started
 
@@ -472,10 +499,19 @@ def main() -> None:
         started = time.perf_counter()
         options = final_refit_options(learner.settings)
         training = [frame.atoms for frame in reference.frames if frame.step % args.passive_every == 0]
-        passive = MTPCalculator(passive_fit(args.level, args.cutoff, training, options), species=SPECIES)
+        passive_mtp = passive_fit(args.level, args.cutoff, training, options)
+        write_mtp(passive_mtp, args.run_dir / "passive.mtp")
+        passive = MTPCalculator(passive_mtp, species=SPECIES)
         seconds["passive_fit"] = time.perf_counter() - started
+        same_data = None
+        if args.same_data_fit:  # the learner's data fitted like the passive snapshots: is a difference data or fit?
+            started = time.perf_counter()
+            same_data_mtp = passive_fit(args.level, args.cutoff, learner.training, options)
+            write_mtp(same_data_mtp, args.run_dir / "same_data.mtp")
+            same_data = MTPCalculator(same_data_mtp, species=SPECIES)
+            seconds["same_data_fit"] = time.perf_counter() - started
         test = [frame for frame in independent.frames if frame.step % args.test_every == 0]
-        tests = [phase_test(phase, test, final, passive) for phase in phases]
+        tests = [phase_test(phase, test, final, passive, same_data) for phase in phases]
 
     summary = learner.summary()
     held = holds(learner)
@@ -484,7 +520,7 @@ def main() -> None:
     print(f"NVT MD of 128 fcc Cu atoms, {args.steps} steps of 4 fs: {args.cold:.0f} K to step {args.steps // 4}, "
           f"ramp to {args.hot:.0f} K at step {args.steps // 2}, held; MTP level {args.level}, cutoff {args.cutoff} Å; "
           f"threshold_break {args.threshold_break}, audit_every {args.audit_every} (error ratio "
-          f"{args.audit_error_ratio:g}), reference delay {args.reference_delay} s; passive fit on {len(training)} reference-MD snapshots")
+          f"{args.audit_error_ratio:g}), reference {args.teacher or 'EMT'}, delay {args.reference_delay} s; passive fit on {len(training)} reference-MD snapshots")
     if learning.stopped:
         print(f"the learner stopped the MD at {learning.stopped}")
     print_tables(rows, shapes, tests, held, calls, args.steps)
@@ -501,7 +537,8 @@ def main() -> None:
                   final_validation=validated[-1] if validated else None, learner=summary, seconds=seconds,
                   settings=dict(level=args.level, cold=args.cold, hot=args.hot, threshold_break=args.threshold_break,
                                 audit_every=args.audit_every, audit_error_ratio=args.audit_error_ratio,
-                                reference_delay=args.reference_delay,
+                                reference_delay=args.reference_delay, teacher=str(args.teacher or "EMT"),
+                                pool_hold=not args.no_pool_hold, same_data_fit=args.same_data_fit,
                                 refit_iterations=args.refit_iterations, passive_snapshots=len(training)))
     (args.run_dir / "learn_heating.json").write_text(json.dumps(result, indent=1))
     print("RESULT " + json.dumps(result))

@@ -74,6 +74,7 @@ def test_restart_keeps_the_data_and_reports_changed_settings(tmp_path, capsys):
     assert reference_calls(again) == calls and extras["mtp_grade"] <= 1.0 + 1e-6
 
 
+@pytest.mark.processes
 def test_one_learner_per_run_directory(tmp_path):
     """A second learner on a busy run directory is refused (two would interleave one journal); the lock
     goes with its process, so a run killed with SIGKILL restarts without clean-up."""
@@ -219,12 +220,34 @@ def test_holds_fit_all_parameters_as_the_data_grows(tmp_path):
 
 def test_the_candidate_pool_is_bounded_by_d_optimal_pruning(tmp_path):
     learner = Learner(untrained(), tmp_path, LearnSettings(refit_iterations=0, threshold_save=1.0,
-                                                           threshold_break=1e9, max_candidates=3))
+                                                           threshold_break=1e9, max_candidates=3, pool_hold=False))
     ask(learner, rattled(0))  # the first model; later requests only become candidates
     for seed in range(1, 12):
         ask(learner, rattled(seed, scale=0.05))
         assert len(learner.candidates) < 2 * 3
     assert len(learner.candidates) >= 3
+    learner.close(final_refit=False)
+
+
+def test_a_full_pool_of_candidates_is_learnt_at_once(tmp_path):
+    """Structures above threshold_save and none above threshold_break: new territory no single grade flags. A full
+    pool is learnt like a hold: its D-optimal max_selected computed, all parameters fitted, the pool emptied."""
+    settings = LearnSettings(refit_iterations=0, threshold_save=1.0, threshold_break=1e9, max_candidates=3,
+                             max_selected=2)
+    learner = Learner(untrained(), tmp_path, settings)
+    ask(learner, rattled(0))  # the first model; later requests only become candidates
+    version = learner.version
+    for seed in (1, 2):
+        ask(learner, rattled(seed, scale=0.05))
+    assert len(learner.candidates) == 2 and reference_calls(learner) == 1
+    answer = ask(learner, rattled(3, scale=0.05))  # fills the pool
+    events = learner.journal.events()
+    holds = [(event["reason"], event["selected"], event["candidates"]) for event in events if event["event"] == "hold"]
+    assert holds == [("grade", 1, 0), ("pool", 2, 3)]
+    assert reference_calls(learner) == 3 and learner.candidates == [] and learner.version == version + 1
+    assert [event["reason"] for event in events if event["event"] == "hold_fit"] == ["hold", "pool"]
+    assert [event["reason"] for event in events if event["event"] == "resume"] == ["grade", "pool"]
+    assert answer[3]["held_seconds"] > 0 and learner.summary()["retrainings"] == 2
     learner.close(final_refit=False)
 
 

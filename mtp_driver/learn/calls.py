@@ -39,6 +39,11 @@ class LearningStopped(RuntimeError):
     """The run cannot go on (too many failed reference calls); the message says what to do."""
 
 
+class StructureFailed(LearningStopped):
+    """The reference failed on the held structure and the retrained model still extrapolates there: this request
+    cannot be answered; the learner can go on with others (e.g. the next relaxation)."""
+
+
 class CallsInterrupted(LearningStopped):
     """The learner was stopped (Ctrl-C, SIGTERM) during reference calls; they stay pending."""
 

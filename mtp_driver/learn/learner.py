@@ -1,4 +1,4 @@
-"""The on-the-fly learner: a `Potential` (see `mtp_driver.ipi.potential`) that grades every request
+"""The on-the-fly learner: a `Potential` (see `mtp_driver.potential`) that grades every request
 and, when the MTP extrapolates, holds the request while it learns.
 
 Per request (grades are MaxVol extrapolation grades, see `mtp_driver.active`):
@@ -13,6 +13,9 @@ Per request (grades are MaxVol extrapolation grades, see `mtp_driver.active`):
   fit; else the linear coefficients only (`Learner._update_model`). With background_refit, a refit
   of all parameters runs meanwhile in a separate process and is swapped in at a later request
   boundary only if it lowers the loss on all reference data, the data it did not see included.
+
+A full pool (max_candidates candidates, pool_hold) is learnt the same way: the D-optimal max_selected among
+them are computed and all parameters fitted, as MLIP selects among the structures above its select threshold.
 
 Every audit_every-th request below threshold_save is also computed with the reference (an audit): an
 error above a bound (absolute, or audit_error_ratio x the model's RMSE on its own training data) is
@@ -53,7 +56,7 @@ from mtp_driver.mtp.model import MTP
 from mtp_driver.mtp.neighbors import build_neighbor_list
 from mtp_driver.plugins import import_object
 
-from .calls import LearningStopped, ReferenceCalls
+from .calls import ReferenceCalls, StructureFailed
 from .intake import UnphysicalStructure, check_request
 from .journal import Journal
 from .models import CurrentModel, ModelVersions, RefitJob, refit_linear
@@ -226,6 +229,8 @@ class Learner:
                 elif settings.audit_every and step % settings.audit_every == 0:
                     with self.lock:
                         held = max(held, self._audit(_atoms(*structure), answer))
+            if settings.pool_hold and len(self.candidates) >= settings.max_candidates:
+                held = max(held, self._learn_pool(len(structures[-1][3])))
         walker = threading.current_thread().name
         lines = [json.dumps(dict(step=step, walker=walker, held=held > 0, grade=_finite_or_none(answer.grade),
                                  version=answer.version)) for step, answer in zip(steps, answers)]
@@ -388,12 +393,26 @@ class Learner:
         # a refit on the same data cannot fix an error on unseen structures: add the pooled candidates too
         if self._may_retrain():
             self._compute_selected([], "audit")
-        self._update_model("audit", full=True)
+        return self._fit_and_resume("audit", started, len(atoms))
+
+    def _learn_pool(self, atoms: int) -> float:
+        """A full pool of candidates: hold the request (of `atoms` atoms) while the D-optimal max_selected among them
+        are computed and all parameters fitted. The seconds held (0 if another walker learnt them first, or the
+        rails forbid: the pool is then pruned as it grows)."""
+        with self.lock:
+            if len(self.candidates) < self.settings.max_candidates or not self._may_retrain():
+                return 0.0
+            started = time.perf_counter()
+            self._compute_selected([], "pool", limit=self.settings.max_selected)
+            return self._fit_and_resume("pool", started, atoms)
+
+    def _fit_and_resume(self, reason: str, started: float, atoms: int) -> float:
+        """After an audit or pool hold computed its structures: fit all parameters, swap in, log; the seconds held."""
+        self._update_model(reason, full=True)
         self.last_retraining = self.step
         held = time.perf_counter() - started
         self.held_seconds.append(held)
-        self.journal.log("resume", step=self.step, reason="audit", held_seconds=held, version=self.version,
-                         atoms=len(atoms))
+        self.journal.log("resume", step=self.step, reason=reason, held_seconds=held, version=self.version, atoms=atoms)
         return held
 
     def _above_audit_bound(self, energy_error: float, force_error: float, own) -> bool:
@@ -436,7 +455,7 @@ class Learner:
                          energy_reference=None if reference is None else reference.get_potential_energy(),
                          force_rmse_old_model=old_force_rmse, grade_after=_finite_or_none(after.grade))
         if reference is None and not after.grade <= self.settings.threshold_break:
-            raise LearningStopped(
+            raise StructureFailed(
                 f"request {self.step}: the reference failed on the held structure (see "
                 f"{self.journal.run_dir / 'quarantine'}) and the retrained MTP still extrapolates there (grade "
                 f"{after.grade:.3g} > threshold_break {self.settings.threshold_break:g}): stopping rather than "
@@ -454,13 +473,15 @@ class Learner:
                 kept = self._d_optimal(self.candidates, self.settings.max_candidates)
                 self.candidates = [self.candidates[i] for i in kept]
 
-    def _compute_selected(self, held: list[Atoms], reason: str, grade: float | None = None) -> list:
-        """Compute `held` and the D-optimal choice of max_selected - 1 among the pooled candidates (the held or the
-        audited structure is the first) with the reference, journaled as a hold; the (key, labelled structure)
-        results, added to the training data."""
+    def _compute_selected(self, held: list[Atoms], reason: str, grade: float | None = None,
+                          limit: int | None = None) -> list:
+        """Compute `held` and the D-optimal choice of `limit` (default max_selected - 1: the held or the audited
+        structure is the first) among the pooled candidates with the reference, journaled as a hold; the (key,
+        labelled structure) results, added to the training data."""
         with self.candidates_lock:  # candidates other walkers find during this hold wait for the next one
             candidates, self.candidates = self.candidates, []
-        selected = held + [candidates[i] for i in self._d_optimal(candidates, self.settings.max_selected - 1)]
+        limit = self.settings.max_selected - 1 if limit is None else limit
+        selected = held + [candidates[i] for i in self._d_optimal(candidates, limit)]
         self.journal.log("hold", step=self.step, reason=reason, grade=_finite_or_none(grade), selected=len(selected),
                          candidates=len(candidates))
         results = self.calls.compute(selected, step=self.step) if selected else []

@@ -22,7 +22,8 @@ class LearnSettings:
 
     grade <= threshold_save: answer with the MTP; up to threshold_break: answer, keep the structure
     as a candidate; above: hold the request, compute D-optimally selected structures with the
-    reference, retrain, then answer with the new model (or the reference result: `answer_with`)."""
+    reference, retrain, then answer with the new model (or the reference result: `answer_with`).
+    A full pool of candidates is learnt the same way (`pool_hold`)."""
 
     species: tuple[str, ...] = ("Cu",)
     reference: Reference = field(default_factory=Reference)
@@ -48,6 +49,9 @@ class LearnSettings:
     hold_fit_iterations: int = 100  # L-BFGS iterations of that fit at most (0: the linear coefficients only)
     hold_fit_seconds: float = 120.0  # and at most this long (0: no limit)
     max_candidates: int = 64  # candidates kept between holds; beyond, the D-optimal ones among them
+    # a full pool (max_candidates candidates) is learnt at once like a hold: many structures above threshold_save
+    # mean the run is in new territory even where no grade reaches threshold_break (off: the pool is pruned)
+    pool_hold: bool = True
     # an audit finding a larger error learns at once (the audited structure, pooled candidates, a fit of all
     # parameters): force RMSE in eV/Å, energy in meV/atom (0: no such bound), or this many times the answering
     # model's own RMSE on its training data, energy or force (0: no such bound)
