@@ -3,7 +3,7 @@ MTP at 8, 32 and 64 beads, served by one `mtp-driver serve` unbatched (one reque
 batched (`<batch_size>` = beads: one request per step), and by i-PI's own `i-pi-py_driver` running
 our pes plugin, batched, in one run.
 
-    python benchmarks/bench_pimd_batch.py [--beads 8 32 64] [--steps 201] [--repeats 2] [--zero]
+    NUMBA_NUM_THREADS=1 python benchmarks/bench_pimd_batch.py [--beads 8 32 64] [--steps 201] [--repeats 3] [--zero]
 
 With --zero every client serves a zero potential (i-PI's `-m dummy` for its driver): what the
 requests cost i-PI without any computing, the most batching can save.
@@ -12,7 +12,8 @@ The potential is the level-16 MTP of benchmarks/bench_efs.py (MLIP's fitted Li.m
 max_dist 5.0 Å, Cu as type 0). Times are i-PI's own mean over every 100 steps (input:
 protocols/pimd_timing.xml), the first block dropped, the fastest of all repeats kept; the three
 clients alternate so a busy moment of this shared machine hurts all alike. Ratio = unbatched /
-batched: above 1, batching is faster. Threads: Numba's default (all cores) in every client.
+batched: above 1, batching is faster. Threads: every client inherits NUMBA_NUM_THREADS (README's table: 1).
+With a zero potential i-PI's own batched driver gives the ceiling of any client: i-PI's own step.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beads", type=int, nargs="+", default=[8, 32, 64])
     parser.add_argument("--steps", type=int, default=201, help="PIMD steps per run (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per case, best kept (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per case, best kept (default: %(default)s)")
     parser.add_argument("--zero", action="store_true", help="a zero potential: the cost of the requests alone")
     args = parser.parse_args()
     theirs = "i-pi-py_driver -m dummy" if args.zero else "i-pi-py_driver + pes plugin"
