@@ -1,0 +1,1 @@
+"""Screening: many relaxations as walkers of one `Potential` (the on-the-fly learner too)."""
