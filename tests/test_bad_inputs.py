@@ -57,6 +57,7 @@ def check(atoms, cutoff=5.0):
     check_geometry(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
 
 
+@pytest.mark.processes
 def test_real_structures_pass():
     big = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(32)  # 131072 atoms, as in benchmarks/bench_efs.py
     big.rattle(0.05, seed=0)
@@ -122,6 +123,7 @@ except Exception as exc:
 """
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("kind", BAD_CELLS)
 def test_calculator_refuses_bad_cells(kind):
     value = {"nan": "np.nan", "huge": "1e7", "flat": "1e-7"}[kind]
@@ -134,6 +136,7 @@ def test_calculator_refuses_bad_cells(kind):
 
 # ------------------------------------------------------------------ `mtp-driver serve` (a process, raw i-PI socket)
 
+@pytest.mark.processes
 @pytest.mark.parametrize("kind", BAD_CELLS)
 def test_serve_stops_with_a_message_naming_the_request(tmp_path, kind):
     template = tmp_path / "cu32.extxyz"

@@ -9,6 +9,8 @@ import pytest
 from conftest import FITTED, MLIP2_REFERENCE, QUATERNARY
 from mtp_driver.io.cfg import read_cfg
 
+pytestmark = pytest.mark.processes  # starts other processes: not in the unit lane
+
 
 def mtp_driver(*args, check=True):
     result = subprocess.run([sys.executable, "-m", "mtp_driver.cli", *map(str, args)],

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes  # starts other processes: not in the unit lane
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "learn_heating.py"
 # 200 steps: 300 K to step 50, ramp to 900 K at step 100, held (not molten: few calls, a short test); windows
 # of 50 steps from step 20; 5 iterations per refit

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes  # starts other processes: not in the unit lane
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "learn_vs_passive.py"
 SHORT_RUN = ["--steps", 60, "--level", 8, "--fit-iterations", 20, "--passive-sizes", "1,2", "--draws", 1,
              "--checkpoints", 2, "--test-size", 5]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes  # starts other processes: not in the unit lane
+
 pytest.importorskip("tblite.ase", reason="tblite (GFN1-xTB) is not installed: pip install tblite")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "learn_md_tblite.py"

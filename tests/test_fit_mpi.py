@@ -21,8 +21,9 @@ BIN = Path(sys.executable).parent
 MPIRUN = shutil.which("mpirun", path=str(BIN)) or shutil.which("mpiexec", path=str(BIN))
 CLI = shutil.which("mtp-driver", path=str(BIN))
 pytest.importorskip("mpi4py")
-pytestmark = pytest.mark.skipif(MPIRUN is None or CLI is None,
-                                reason=f"no mpirun/mpiexec (mpich wheel) or mtp-driver script in {BIN}")
+pytestmark = [pytest.mark.processes,
+              pytest.mark.skipif(MPIRUN is None or CLI is None,
+                                 reason=f"no mpirun/mpiexec (mpich wheel) or mtp-driver script in {BIN}")]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from mtp_driver.ipi import (
 )
 from mtp_driver.ipi.server import ipi_executable
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(240)]
 PROTOCOLS = Path(__file__).resolve().parents[1] / "protocols"
 CHECK = dict(structure="init.extxyz", prefix="out")
 EMT_SPEC = PotentialSpec(emt=True)

@@ -47,6 +47,7 @@ def test_failed_reference_calls_are_recognised(reference, message):
         reference.compute(rattled_cu(1)[0])
 
 
+@pytest.mark.processes
 def test_external_command_reference(tmp_path):
     """A command that reads input.extxyz and writes output.extxyz (here: Python running EMT)."""
     script = tmp_path / "emt_command.py"
@@ -106,6 +107,7 @@ def test_calls_are_never_repeated_and_pending_ones_are_recovered(tmp_path):
     assert len(results) == 4 and len(restarted.journal.completed()) == 4 and not restarted.journal.pending()
 
 
+@pytest.mark.processes
 def test_parallel_calls_equal_serial_calls(tmp_path):
     images = rattled_cu(4)
     serial = ReferenceCalls(Reference(), Journal(tmp_path / "serial")).compute(images)

@@ -13,7 +13,7 @@ import pytest
 
 from mtp_driver.learn.journal import Journal
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(900)]
 WORKER = Path(__file__).with_name("learner_crash_worker.py")
 REQUESTS = 200
 

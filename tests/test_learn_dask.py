@@ -60,6 +60,7 @@ def calls(run_dir: Path) -> list[tuple[str, float]]:
     return [(event["key"], event["energy"]) for event in JournalReader(run_dir).events() if event["event"] == "reference"]
 
 
+@pytest.mark.processes
 def test_dask_makes_the_same_calls_as_the_local_pool(tmp_path, cluster):
     local = learn(tmp_path / "local", workers=2)
     dask = learn(tmp_path / "dask", executor=address(cluster))
@@ -89,6 +90,7 @@ def worker_running_a_task(client, timeout: float = 60.0) -> int:
     raise TimeoutError("no Dask worker started a task")
 
 
+@pytest.mark.processes
 def test_a_worker_killed_mid_call_is_retried_and_nothing_is_lost(tmp_path, cluster):
     import threading
 
@@ -111,6 +113,7 @@ def test_a_worker_killed_mid_call_is_retried_and_nothing_is_lost(tmp_path, clust
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed one
 
 
+@pytest.mark.processes
 def test_a_learner_killed_with_calls_in_flight_restarts_without_repeating_a_stored_result(tmp_path, cluster):
     _, client = cluster
     run_dir = tmp_path / "run"
@@ -145,6 +148,7 @@ learn({str(run_dir)!r}, Reference(calculator="reference_calculators:SlowEMT", kw
     assert set(JournalReader(run_dir).completed()) >= stored
 
 
+@pytest.mark.processes
 def test_a_failing_call_on_a_worker_is_retried_then_quarantined_naming_where_it_ran(tmp_path, cluster):
     import socket
 

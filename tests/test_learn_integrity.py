@@ -51,6 +51,7 @@ def command_reference(tmp_path, change: str) -> Reference:
 
 # ---------------------------------------------------------------- a result belongs to its structure
 
+@pytest.mark.processes
 @pytest.mark.parametrize("change, message", [
     ("atoms = atoms[list(range(1, len(atoms))) + [0]]; atoms.calc = EMT()", "another element, first atom 0"),
     ("atoms.set_cell(atoms.cell * 1.01, scale_atoms=True)", "another cell"),

@@ -31,6 +31,7 @@ def answered_versions(path) -> list[int]:
     return [int(v) for v in re.findall(r"^learner:(\d+)$", path.read_text(), flags=re.M)]
 
 
+@pytest.mark.processes
 def test_demo_learns_md_from_an_untrained_potential(tmp_path):
     steps = 300
     summary = run_demo(tmp_path, steps=steps, repeat=2, refit_iterations=60)
@@ -129,6 +130,7 @@ def test_reference_failing_on_the_first_request_stops_with_a_message(tmp_path):
     assert len(learner.journal.quarantined()) == 1 and not learner.training
 
 
+@pytest.mark.processes
 def test_learn_command_with_a_protocol_input(tmp_path):
     """`mtp-driver learn` (the user's command) against i-PI running protocols/nvt.xml, shortened."""
     import subprocess
@@ -162,6 +164,7 @@ PIMD = Path(__file__).resolve().parents[1] / "protocols" / "pimd_check.xml"
 PIMD_SETTINGS = dict(total_steps=20, seed=27, temperature=600, nbeads=4, structure="init.extxyz", prefix="out")
 
 
+@pytest.mark.processes
 def test_pimd_beads_on_two_drivers_share_one_learner(tmp_path):
     """4 beads served by 2 driver threads with one learner: every bead structure is computed at most
     once, both drivers keep serving through the retrainings, and i-PI finishes."""
@@ -211,6 +214,7 @@ def run_batched_pimd(workdir, learner, batch_size):
     return np.loadtxt(workdir / "out.props", ndmin=2)[:, 1]
 
 
+@pytest.mark.processes
 def test_batched_pimd_learns_once_per_batch_and_answers_as_unbatched(tmp_path):
     """The beads of a batched request are learnt in one hold per batch; with what that run learnt, a learner
     answers batched requests exactly as unbatched ones (the same trajectory to round-off)."""

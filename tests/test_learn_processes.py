@@ -126,6 +126,7 @@ def failed_events(run_dir: Path) -> list[dict]:
     return [event for event in Journal(run_dir).events() if event["event"] == "reference_failed"]
 
 
+@pytest.mark.processes
 def test_non_utf8_output_is_a_failed_attempt_and_kept_for_inspection(tmp_path):
     """Bytes that are not UTF-8 on stdout/stderr: no crash (nor a crash loop at restart), the failure
     names the kept directory, which holds the output as written; a successful call leaves nothing."""
@@ -179,6 +180,7 @@ def test_a_timeout_kills_a_shell_with_its_background_child(tmp_path):
     assert pgid != os.getpgrp() and survivors(pgid) == []
 
 
+@pytest.mark.processes
 def test_a_timeout_kills_an_mpirun_like_tree_that_ignores_sigterm(tmp_path, monkeypatch):
     monkeypatch.setattr(processes, "GRACE_SECONDS", 0.5)
     script, pids_file = tmp_path / "mpirun_like.py", tmp_path / "pids"
@@ -191,6 +193,7 @@ def test_a_timeout_kills_an_mpirun_like_tree_that_ignores_sigterm(tmp_path, monk
     assert not any(running(pid) for pid in [launcher, *ranks])
 
 
+@pytest.mark.processes
 def test_a_killed_pool_worker_is_one_failed_attempt_and_the_pool_is_replaced(tmp_path):
     """3 calls on 2 workers; one worker is killed (as by the OOM killer) while both make a call. Its
     call is one failed attempt (retried, then made); the call stopped with the pool and the one that
@@ -227,6 +230,7 @@ def start_calls_process(tmp_path: Path, workers: int) -> tuple[subprocess.Popen,
     return learner, started
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("workers", [1, 2])
 def test_kill_minus_nine_of_the_learner_leaves_no_reference_process(tmp_path, workers):
     """The reaper kills the groups of the commands (and of the pool workers) once the learner is gone."""
@@ -237,6 +241,7 @@ def test_kill_minus_nine_of_the_learner_leaves_no_reference_process(tmp_path, wo
     assert not any(running(parent) or running(rank) for _, parent, rank in started.values())
 
 
+@pytest.mark.processes
 def test_a_restart_kills_what_a_killed_learner_and_its_reaper_left(tmp_path):
     learner, started = start_calls_process(tmp_path, 2)
     reaper = next(pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
@@ -266,6 +271,7 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+@pytest.mark.processes
 def test_a_recycled_pid_is_never_killed(tmp_path):
     """A record of a killed run whose group id now belongs to another process (other start time)."""
     stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
@@ -323,6 +329,7 @@ def ctrl_c_during_a_call(tmp_path: Path, cli: str, options: list[str], request) 
     return learner.returncode, err, errors
 
 
+@pytest.mark.processes
 def test_ctrl_c_stops_the_learner_server_and_the_call_stays_pending(tmp_path):
     sock = tmp_path / "learner.sock"
 
@@ -335,6 +342,7 @@ def test_ctrl_c_stops_the_learner_server_and_the_call_stays_pending(tmp_path):
     assert [error.kind for error in errors] == ["CallsInterrupted"] and "stay pending" in str(errors[0])
 
 
+@pytest.mark.processes
 def test_ctrl_c_stops_mtp_driver_learn_and_the_call_stays_pending(tmp_path):
     """`mtp-driver learn` behind ASE's SocketIOCalculator: the held request ends the session with a message."""
     template, name = tmp_path / "cu.extxyz", f"lrn{os.getpid()}_{uuid.uuid4().hex[:8]}"

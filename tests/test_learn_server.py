@@ -74,6 +74,7 @@ def tcp_learner_options(run_dir: Path) -> list[str]:
     return ["--learner", f"tcp://127.0.0.1:{port}", "--token-file", str(run_dir / "learner.token")]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_pimd_beads_on_two_driver_processes_share_one_learner_server(tmp_path, transport):
     """8 PIMD beads, 2 `serve --learner` processes, 1 `learn-server` process: i-PI finishes, both drivers
@@ -109,6 +110,7 @@ def test_pimd_beads_on_two_driver_processes_share_one_learner_server(tmp_path, t
     assert len(walkers) == 2 and all(name.startswith("walker ") for name in walkers)
 
 
+@pytest.mark.processes
 def test_killed_learner_server_ends_the_driver_with_a_clear_message(tmp_path):
     cu32().write(tmp_path / "init.extxyz")
     run_dir, sock = tmp_path / "run", tmp_path / "learner.sock"
@@ -161,6 +163,7 @@ def test_socket_is_private_a_live_one_is_refused_a_stale_one_replaced(tmp_path, 
         LearnerServer(path)
 
 
+@pytest.mark.processes
 def test_learn_server_command_refuses_a_live_socket_and_stops_on_sigterm(tmp_path):
     sock = tmp_path / "learner.sock"
     first = start_learn_server(tmp_path, tmp_path / "run", sock)

@@ -144,6 +144,7 @@ def slow(server):
     return sock
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("stranger, logged", [
     ("wrong-token", "refused: a wrong token"),
     (no_proof, "refused: no proof of the token"),
@@ -173,6 +174,7 @@ def test_strangers_are_refused_and_logged_while_walkers_are_served(tmp_path, tcp
     assert tcp_learner.walkers == 2  # strangers never count as walkers
 
 
+@pytest.mark.processes
 def test_no_token_file_and_a_server_without_the_token_are_refused_by_the_walker(tmp_path, tcp_learner):
     with pytest.raises(LearnerConnectionError, match="is on TCP: give --token-file"):
         LearnerClient(f"tcp://127.0.0.1:{tcp_learner.tcp_address[1]}")
@@ -194,6 +196,7 @@ def test_no_token_file_and_a_server_without_the_token_are_refused_by_the_walker(
     listener.close()
 
 
+@pytest.mark.processes
 def test_a_flood_of_idle_connections_from_one_host_does_not_lock_out_the_walkers(tcp_learner, caplog):
     caplog.set_level(logging.INFO, logger="mtp_driver.learn.server")
     idle = [socket.create_connection(("127.0.0.1", tcp_learner.tcp_address[1]), source_address=("127.0.0.2", 0))
@@ -206,6 +209,7 @@ def test_a_flood_of_idle_connections_from_one_host_does_not_lock_out_the_walkers
         sock.close()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("tcp_learner", ["tls"], indirect=True)
 def test_a_plain_walker_is_refused_by_a_tls_server(tcp_learner, caplog):
     caplog.set_level(logging.INFO, logger="mtp_driver.learn.server")
@@ -217,6 +221,7 @@ def test_a_plain_walker_is_refused_by_a_tls_server(tcp_learner, caplog):
     walker.close()
 
 
+@pytest.mark.processes
 def test_learn_server_refuses_tls_without_listen_or_without_a_key(tmp_path):
     import sys
 

@@ -46,6 +46,7 @@ def test_every_protocol_is_tested_and_documented():
         assert f"`{name}`" in readme, f"{name} has no line in protocols/README.md"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("name", IPI_INPUTS)
 def test_ipi_protocol_runs(tmp_path, name):
     template, drivers, steps = IPI_INPUTS[name]
@@ -75,16 +76,19 @@ def run_script(tmp_path, script: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.processes
 def test_ase_relaxation_script(tmp_path):
     out = run_script(tmp_path, "ase_relax.py", "--steps", "3", "--output", "relaxed.extxyz")
     assert len(ase.io.read(tmp_path / "relaxed.extxyz")) == 107 and "energy" in out
 
 
+@pytest.mark.processes
 def test_ase_md_script(tmp_path):
     run_script(tmp_path, "ase_md.py", "--steps", "3", "--interval", "1", "--trajectory", "md.extxyz")
     assert len(ase.io.read(tmp_path / "md.extxyz", ":")) == 4
 
 
+@pytest.mark.processes
 def test_ase_neb_script(tmp_path):
     out = run_script(tmp_path, "ase_neb.py", "--steps", "2", "--images", "3", "--output", "band.extxyz")
     assert len(ase.io.read(tmp_path / "band.extxyz", ":")) == 5 and "barrier" in out
