@@ -62,15 +62,21 @@ class Counting(ASECalculatorPotential):
         return super().compute(positions, cell, pbc, numbers)
 
 
-def hull_errors(hull: Hull, truth: Hull) -> dict:
-    """Formation-energy errors (meV/atom) on the truth's hull structures, and whether the hull's members agree."""
+def hull_errors(hull: Hull, truth: Hull, tolerance: float = 1e-3) -> dict:
+    """Formation-energy errors (meV/atom) of the structures on the truth's hull, and whether the hull is the truth's:
+    the same vertex compositions, each taken by a structure whose true formation energy is within `tolerance` eV/atom
+    of the truth's vertex (relaxations of different candidates can end in the same structure: equal energies)."""
     ours, exact = ({point.index: point for point in h.points} for h in (hull, truth))
     members = sorted(point.index for point in truth.on_hull())
     errors = [1e3 * abs(ours[i].formation_energy - exact[i].formation_energy) for i in members if i in ours]
-    found = sorted(point.index for point in hull.on_hull())
+    vertices = {round(p.fractions[SPECIES[1]], 6): p for p in hull.on_hull()}
+    true_vertices = {round(p.fractions[SPECIES[1]], 6): p for p in truth.on_hull()}
+    same = vertices.keys() == true_vertices.keys() and all(
+        abs(exact[p.index].formation_energy - true_vertices[x].formation_energy) <= tolerance
+        for x, p in vertices.items())
     return dict(hull_error_max_mev=max(errors, default=float("nan")),
                 hull_error_mean_mev=float(np.mean(errors)) if errors else float("nan"),
-                hull_members=found, truth_members=members, same_hull=found == members)
+                hull_compositions=sorted(vertices), truth_compositions=sorted(true_vertices), same_hull=same)
 
 
 def main() -> None:
@@ -114,7 +120,7 @@ def main() -> None:
         model_energy_error_mev=1e3 * error, window_mev=1e3 * args.window * error,
         before=hull_errors(model_hull, truth_hull), after=hull_errors(verification.hull, truth_hull),
         verified=sum(verification.verified), verification_calls=verification.reference_calls,
-        verified_on_truth_hull=all(verification.verified[point.index] for point in verification.hull.on_hull()),
+        hull_all_verified=all(verification.verified[point.index] for point in verification.hull.on_hull()),
         learner=learner.summary(), seconds=seconds)
     print(f"{len(structures)} Cu-Pd candidates (fcc <= {args.fcc}, bcc <= {args.bcc}, hcp <= {args.hcp} atoms), "
           f"relaxed with cell to fmax {args.fmax} eV/Å")

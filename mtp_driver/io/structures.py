@@ -19,7 +19,10 @@ def read_structures(path: str | os.PathLike, species=None) -> list:
     """All configurations in `path`; `species[i]` names MLIP type i for `.cfg` files."""
     if is_cfg(path):
         return read_cfg(path, species=species)
-    return ase.io.read(path, index=":")
+    try:
+        return ase.io.read(path, index=":")
+    except ase.io.formats.UnknownFileTypeError as exc:  # e.g. an empty file: a user error, said in one line
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def write_structures(path: str | os.PathLike, images, species=None) -> None:

@@ -5,6 +5,7 @@ lattice (icet's `enumerate_structures`, `pip install 'mtp-driver[screen]'`) and 
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from typing import Sequence
 
@@ -44,10 +45,12 @@ def derivative_structures(lattice: str, species: Sequence[str], max_atoms: int) 
     parent = bulk(species[0], lattice, a=3.0 if lattice != "hcp" else 2.5)
     sites = [list(species)] * len(parent)
     structures = []
-    for atoms in enumerate_structures(parent, range(1, max_atoms // len(parent) + 1), sites):
-        atoms = vegard_scaled(atoms)
-        atoms.info.update(parent=lattice, candidate=f"{lattice}-{len(structures)}")
-        structures.append(atoms)
+    with warnings.catch_warnings():  # spglib's deprecation notices, through icet: nothing a user can act on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for atoms in enumerate_structures(parent, range(1, max_atoms // len(parent) + 1), sites):
+            atoms = vegard_scaled(atoms)
+            atoms.info.update(parent=lattice, candidate=f"{lattice}-{len(structures)}")
+            structures.append(atoms)
     return structures
 
 
