@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.emt import EMT
 
+from mtp_driver.io.structures import write_structures
 from mtp_driver.learn.learner import Learner
 from mtp_driver.learn.reference import Reference
 from mtp_driver.learn.settings import LearnSettings
@@ -63,16 +64,17 @@ class Counting(ASECalculatorPotential):
 
 
 def hull_errors(hull: Hull, truth: Hull, tolerance: float = 1e-3) -> dict:
-    """Formation-energy errors (meV/atom) of the structures on the truth's hull, and whether the hull is the truth's:
-    the same vertex compositions, each taken by a structure whose true formation energy is within `tolerance` eV/atom
-    of the truth's vertex (relaxations of different candidates can end in the same structure: equal energies)."""
-    ours, exact = ({point.index: point for point in h.points} for h in (hull, truth))
-    members = sorted(point.index for point in truth.on_hull())
-    errors = [1e3 * abs(ours[i].formation_energy - exact[i].formation_energy) for i in members if i in ours]
+    """Formation-energy errors (meV/atom) of the structures on `hull` against the truth's formation energy of the same
+    structures, and whether the hull is the truth's: the same vertex compositions, each taken by a structure whose true
+    formation energy is within `tolerance` eV/atom of the truth's vertex (relaxations of different candidates can end
+    in the same structure: equal energies)."""
+    exact = {point.index: point for point in truth.points}
+    errors = [1e3 * abs(point.formation_energy - exact[point.index].formation_energy) for point in hull.on_hull()
+              if point.index in exact]
     vertices = {round(p.fractions[SPECIES[1]], 6): p for p in hull.on_hull()}
     true_vertices = {round(p.fractions[SPECIES[1]], 6): p for p in truth.on_hull()}
     same = vertices.keys() == true_vertices.keys() and all(
-        abs(exact[p.index].formation_energy - true_vertices[x].formation_energy) <= tolerance
+        p.index in exact and abs(exact[p.index].formation_energy - true_vertices[x].formation_energy) <= tolerance
         for x, p in vertices.items())
     return dict(hull_error_max_mev=max(errors, default=float("nan")),
                 hull_error_mean_mev=float(np.mean(errors)) if errors else float("nan"),
@@ -114,6 +116,9 @@ def main() -> None:
     verification = verify_hull(screened, SPECIES, args.window * error, Reference(), settings)
     seconds["verification"] = time.perf_counter() - started
     calls = learner.summary()["reference_calls"]
+    for name, images in (("candidates", structures), ("emt_relaxed", truth), ("screened", screened),
+                         ("verified", verification.structures)):
+        write_structures(args.run_dir / f"{name}.extxyz", images)
     result = dict(
         candidates=len(structures), emt_force_calls=emt.calls, reference_calls=calls,
         fewer_calls=emt.calls / max(calls, 1), truth_status=status_counts(truth), screened_status=status_counts(screened),
@@ -128,7 +133,7 @@ def main() -> None:
           f"({emt.calls / max(calls, 1):.1f}x fewer), {learner.summary()['retrainings']} retrainings")
     for name in ("before", "after"):
         row = result[name]
-        print(f"hull {name} verification: formation-energy error on EMT's hull structures max "
+        print(f"hull {name} verification: formation-energy error of its hull structures (vs EMT's relaxation) max "
               f"{row['hull_error_max_mev']:.2f} meV/atom, mean {row['hull_error_mean_mev']:.2f}; "
               f"same hull as EMT: {row['same_hull']}")
     print(f"verified {result['verified']} structures within {result['window_mev']:.2f} meV/atom of the hull "
