@@ -57,7 +57,6 @@ def check(atoms, cutoff=5.0):
     check_geometry(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
 
 
-@pytest.mark.processes
 def test_real_structures_pass():
     big = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(32)  # 131072 atoms, as in benchmarks/bench_efs.py
     big.rattle(0.05, seed=0)

@@ -111,7 +111,6 @@ def test_small_cell_equals_supercell(calculator):
     assert np.allclose(big.get_stress(), small.get_stress(), atol=1e-12)
 
 
-@pytest.mark.processes
 def test_open_and_mixed_boundaries(calculator):
     """Clusters (no periodicity) and slabs (periodic in x, y) give finite-difference-consistent forces."""
     cluster = alloy(seed=5, triclinic=False)

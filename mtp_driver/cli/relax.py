@@ -75,27 +75,25 @@ def run(args) -> int:
 
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
     started = time.perf_counter()
-    bar = tqdm(total=len(structures), initial=len(store.finished()), unit="structure", disable=args.no_progress,
+    bar = tqdm(total=len(structures), initial=len(store.indices()), unit="structure", disable=args.no_progress,
                file=sys.stderr)
     try:
         relaxed = relax_all(structures, potential, settings, walkers=args.walkers, store=store,
                             progress=lambda _: bar.update(), stop=stop)
     except (Stopped, CallsInterrupted):
-        print(f"mtp-driver relax: stopped; {len(store.finished())} of {len(structures)} relaxations are finished "
+        print(f"mtp-driver relax: stopped; {len(store.indices())} of {len(structures)} relaxations are finished "
               f"(in {store.directory}): run the same command again to relax the rest", file=sys.stderr)
         return 130
     except LearningStopped as exc:  # e.g. the failure budget: the learner cannot go on
-        print(f"mtp-driver relax: error: {exc}; {len(store.finished())} of {len(structures)} relaxations are "
+        print(f"mtp-driver relax: error: {exc}; {len(store.indices())} of {len(structures)} relaxations are "
               f"finished (in {store.directory})", file=sys.stderr)
         return 1
     finally:
         bar.close()
         for number, handler in previous.items():
             signal.signal(number, handler)
-        if learner is not None and not stop.is_set():
-            learner.close()
-        elif learner is not None:
-            learner.close(final_refit=False)
+        if learner is not None:  # a stopped run ends without the final refit: the rerun makes it
+            learner.close(final_refit=not stop.is_set())
     write_structures(args.output, relaxed, species=species)
     store.remove()
     summary = dict(structures=len(relaxed), **status_counts(relaxed), seconds=round(time.perf_counter() - started, 1))

@@ -58,7 +58,10 @@ def build_hull(structures: Sequence[Atoms], species: Sequence[str], verified: Se
     excluded, kept = [], []
     for index, atoms in enumerate(structures):
         reason = usable(atoms)
-        (excluded.append((index, reason)) if reason else kept.append(index))
+        if reason:
+            excluded.append((index, reason))
+        else:
+            kept.append(index)
     references = {}
     for index in kept:
         symbols = set(structures[index].get_chemical_symbols())

@@ -98,8 +98,12 @@ class RelaxStore:
     def path(self, index: int) -> Path:
         return self.directory / f"{index:07d}.extxyz"
 
+    def indices(self) -> list[int]:
+        """The input indices of the finished relaxations (from the file names: nothing is read)."""
+        return sorted(int(path.stem) for path in self.directory.glob("*.extxyz"))
+
     def finished(self) -> dict[int, Atoms]:
-        return {int(path.stem): ase.io.read(path, format="extxyz") for path in sorted(self.directory.glob("*.extxyz"))}
+        return {index: ase.io.read(self.path(index), format="extxyz") for index in self.indices()}
 
     def put(self, relaxed: Relaxed) -> None:
         with atomic_write(self.path(relaxed.index)) as stream:
