@@ -97,6 +97,7 @@ def test_stored_active_set_round_trips_and_rejects_another_potential(copper, tmp
     loaded = load_active_set(path, mtp)
     rows = site_rows(mtp, hot, None)
     assert np.array_equal(configuration_grades(loaded, rows).grades, configuration_grades(active_set, rows).grades)
+    assert len(active_set.dropped_columns) and np.array_equal(loaded.dropped_rows, active_set.dropped_rows)
     assert MTPCalculator(mtp, active_set=path).active_set.mode == "nbh"
     changed = mtp.copy(moment_coeffs=mtp.moment_coeffs * (1 + 1e-12))  # e.g. retrained
     with pytest.raises(ValueError, match="different potential.*rebuild"):
@@ -108,6 +109,29 @@ def test_stored_active_set_round_trips_and_rejects_another_potential(copper, tmp
     np.savez(tmp_path / "other.npz", rows=np.eye(2))
     with pytest.raises(ValueError, match="not an active set file"):
         load_active_set(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize("mode", ["cfg", "nbh"])
+def test_rows_outside_the_span_of_the_training_rows_extrapolate(copper, mode):
+    """A species the data never had, or (with the data of one perfect lattice) any new direction, is invisible to
+    MaxVol's coefficients over the determined columns: before the outside-span part of the grade, a pure Pd cell
+    graded 0 against copper data and a Cu-only learner relaxed it with a model that had never seen Pd."""
+    _, training, _, rattled = copper
+    alloy = train(untrained_mtp(8, 2, 2.0, 4.5, species=["Cu", "Pd"]), training, options=TrainOptions(max_iter=2),
+                  progress=False).mtp
+    active_set = build_active_set(alloy, training, mode=mode)
+    assert configuration_grades(active_set, site_rows(alloy, training, None)).grades.max() <= 1 + 1e-6
+    assert configuration_grades(active_set, site_rows(alloy, rattled, None)).grades.max() < 1.5
+    palladium = bulk("Pd", "fcc", a=3.89)
+    mixed = bulk("Cu", "fcc", a=3.7, cubic=True)
+    mixed.symbols[0] = "Pd"
+    assert configuration_grades(active_set, site_rows(alloy, [palladium, mixed], None)).grades.min() > 1e5
+    lattice = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)  # every atom the same row: rank 1
+    single = build_active_set(alloy, [lattice], mode="nbh")
+    shaken = lattice.copy()
+    shaken.positions += np.random.default_rng(3).normal(scale=0.01, size=shaken.positions.shape)
+    grades = configuration_grades(single, site_rows(alloy, [lattice, shaken], None)).grades
+    assert grades[0] == pytest.approx(1.0) and grades[1] > 100
 
 
 def test_unknown_elements_are_a_clear_error(copper):

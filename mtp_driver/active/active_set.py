@@ -15,7 +15,11 @@ Some directions in parameter space are never determined by data: scaling a radia
 the coefficients of the basis functions that use it down leaves every energy unchanged, so the rows
 satisfy exact linear relations (11 of them for the 125-parameter Li potential of Zuo et al.). The
 columns kept are those of a column-pivoted QR of the (column-normalised) training rows whose pivot
-exceeds `RANK_TOLERANCE` of the first; the grade is defined on them.
+exceeds `RANK_TOLERANCE` of the first; the grade is defined on them. A row must also satisfy the
+relations of the dropped columns: one that does not (a species or species pair the data has never
+seen, or a new direction while the data are still few, e.g. one perfect lattice) lies outside
+the span of the training rows, where MaxVol's coefficients see nothing. Its grade is then its
+relative residual in the dropped columns over `OUTSIDE_TOLERANCE` (a new species: 1e6).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .rows import SiteRows, parameter_columns, site_rows
 
 MODES = ("cfg", "nbh")
 RANK_TOLERANCE = 1e-9  # relative pivot size below which a parameter direction counts as undetermined
+OUTSIDE_TOLERANCE = 1e-6  # relative residual in the dropped columns that grades 1 (exact relations leave ~1e-13)
 
 
 @dataclass(eq=False)
@@ -54,6 +59,9 @@ class ActiveSet:
     parameter_count: int  # of the potential (length of a full row)
     species: tuple[str, ...] | None = None
     requested_mode: str | None = None  # the mode asked for, when another one was used
+    # parameter columns considered but not determined by the data, and the active rows' raw values there
+    dropped_columns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    dropped_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     _projection: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -70,10 +78,12 @@ class ActiveSet:
         return self._projection
 
     def row_grades(self, rows: np.ndarray) -> np.ndarray:
-        """Extrapolation grade max_j |(b A^-1)_j| of each full parameter row b (dimensionless)."""
+        """Extrapolation grade max_j |(b A^-1)_j| of each full parameter row b (dimensionless), or its part
+        outside the training rows' span (see the module notes) if larger."""
         rows = np.ascontiguousarray(np.atleast_2d(rows), dtype=np.float64)
         grades = np.empty(len(rows))
-        max_abs_products(rows, self.projection, grades)
+        max_abs_products(rows, self.projection, self.dropped_columns, np.ascontiguousarray(self.dropped_rows),
+                         1.0 / OUTSIDE_TOLERANCE, grades)
         return grades
 
     def check_potential(self, mtp: MTP) -> None:
@@ -100,13 +110,15 @@ def build_active_set(mtp: MTP, images: Sequence, species: Sequence[str] | None =
         mode, requested_mode = "nbh", "cfg"
     candidate_rows, sources = _rows_of_mode(rows, mode)
     kept, scale = determined_columns(candidate_rows[:, columns])
+    dropped = np.setdiff1d(columns, columns[kept]).astype(np.int64)
     columns = columns[kept]
     scaled = candidate_rows[:, columns] * scale
     result = maxvol(scaled, threshold=SWAP_THRESHOLD)
     return ActiveSet(mode=mode, parameters=parameters, columns=columns, column_scale=scale,
                      rows=scaled[result.selected], inverse=result.inverse, sources=sources[result.selected],
                      fingerprint=potential_fingerprint(mtp), parameter_count=mtp.parameter_count,
-                     species=None if species is None else tuple(species), requested_mode=requested_mode)
+                     species=None if species is None else tuple(species), requested_mode=requested_mode,
+                     dropped_columns=dropped, dropped_rows=candidate_rows[result.selected][:, dropped])
 
 
 def _rows_of_mode(rows: SiteRows, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,9 @@ from mtp_driver.mtp.model import MTP
 from .active_set import ActiveSet
 
 FORMAT = "mtp-driver active set"
-VERSION = 1
+VERSION = 2  # 2 added the dropped columns; a version-1 file reads without them (no outside-span grades)
 _ARRAYS = ("columns", "column_scale", "rows", "inverse", "sources")
+_ARRAYS_SINCE_2 = ("dropped_columns", "dropped_rows")
 
 
 def save_active_set(active_set: ActiveSet, path: str | os.PathLike) -> None:
@@ -31,7 +32,7 @@ def save_active_set(active_set: ActiveSet, path: str | os.PathLike) -> None:
               "requested_mode": active_set.requested_mode}
     with atomic_write(path, binary=True) as stream:
         np.savez(stream, header=np.array(json.dumps(header)),
-                 **{name: getattr(active_set, name) for name in _ARRAYS})
+                 **{name: getattr(active_set, name) for name in _ARRAYS + _ARRAYS_SINCE_2})
 
 
 def load_active_set(path: str | os.PathLike, mtp: MTP | None = None) -> ActiveSet:
@@ -40,12 +41,14 @@ def load_active_set(path: str | os.PathLike, mtp: MTP | None = None) -> ActiveSe
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             arrays = {name: data[name] for name in _ARRAYS}
+            if header.get("version") == VERSION:
+                arrays.update({name: data[name] for name in _ARRAYS_SINCE_2})
     except (KeyError, json.JSONDecodeError, ValueError) as error:
         raise ValueError(f"{path}: not an active set file ({error})") from None
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: not an active set file (format {header.get('format')!r})")
-    if header.get("version") != VERSION:
-        raise ValueError(f"{path}: active set format version {header.get('version')}, this program reads {VERSION}")
+    if header.get("version") not in (1, VERSION):
+        raise ValueError(f"{path}: active set format version {header.get('version')}, this program reads 1 to {VERSION}")
     active_set = ActiveSet(mode=header["mode"], parameters=header["parameters"], fingerprint=header["fingerprint"],
                            parameter_count=int(header["parameter_count"]),
                            species=None if header["species"] is None else tuple(header["species"]),
