@@ -248,6 +248,7 @@ def test_a_full_pool_of_candidates_is_learnt_at_once(tmp_path):
     assert [event["reason"] for event in events if event["event"] == "hold_fit"] == ["hold", "pool"]
     assert [event["reason"] for event in events if event["event"] == "resume"] == ["grade", "pool"]
     assert answer[3]["held_seconds"] > 0 and learner.summary()["retrainings"] == 2
+    assert answer[3]["model_version"] == f"learner:{learner.version}"  # the held request: the new model answers
     learner.close(final_refit=False)
 
 
@@ -282,18 +283,19 @@ def test_an_audit_above_its_bound_learns_the_pooled_candidates_too(tmp_path):
     """A refit on the same data cannot correct an error on structures it has not seen: the audit computes the
     D-optimal pooled candidates as a hold would."""
     mtp, training = trained_start(tmp_path)
-    settings = LearnSettings(refit_iterations=0, audit_every=4, threshold_save=1.0, threshold_break=1e9,
+    settings = LearnSettings(refit_iterations=0, audit_every=4, threshold_save=1.001, threshold_break=1e9,
                              max_selected=3, audit_force_bound=1e-9)
     learner = Learner(mtp, tmp_path / "run", settings, training=training)
     for seed in range(3):
         ask(learner, rattled(400 + seed, scale=0.08))  # graded above threshold_save: candidates only
     assert len(learner.candidates) == 3 and reference_calls(learner) == 0
     version = learner.version
-    ask(learner, training[0])  # within the data: audited, and its error is above the bound
+    answer = ask(learner, training[0])  # within the data: audited, and its error is above the bound
     hold = [event for event in learner.journal.events() if event["event"] == "hold"]
     assert [(event["reason"], event["selected"], event["candidates"]) for event in hold] == [("audit", 2, 3)]
     assert reference_calls(learner) == 3 and len(learner.training) == len(training) + 3
     assert learner.candidates == [] and learner.version == version + 1
+    assert answer[3]["model_version"] == f"learner:{learner.version}"  # the audited request: the new model answers
     learner.close(final_refit=False)
 
 

@@ -231,6 +231,9 @@ class Learner:
                         held = max(held, self._audit(_atoms(*structure), answer))
             if settings.pool_hold and len(self.candidates) >= settings.max_candidates:
                 held = max(held, self._learn_pool(len(structures[-1][3])))
+            if held and any(answer.version != self.version for answer in answers):
+                # an audit or pool hold swapped in a new model: it answers the held request, as after a grade hold
+                answers = [self._evaluate_arrays(*structure) for structure in structures]
         walker = threading.current_thread().name
         lines = [json.dumps(dict(step=step, walker=walker, held=held > 0, grade=_finite_or_none(answer.grade),
                                  version=answer.version)) for step, answer in zip(steps, answers)]
