@@ -21,12 +21,14 @@ def test_screening_learns_with_fewer_calls_and_verification_makes_the_hull_exact
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    # the 1-atom fcc Pd cell may expand without end under the model (a false minimum the grade does not flag, issue
-    # 16's notes): unconverged is allowed, a failed or unphysical relaxation is not
     status = result["screened_status"]
-    assert result["candidates"] == 36 and status["converged"] >= 34 and status["failed"] == status["unphysical"] == 0
-    assert result["fewer_calls"] > 4  # the full run's target is 20x, with 673 candidates
+    assert result["candidates"] == 36 and status["converged"] == 36
+    # measured 4.6-5.3x: with cells of 1-4 atoms the first ~60 requests each bring rows outside the span of the data
+    # (75 parameters); the full run's target is 20x, with 673 candidates
+    assert result["fewer_calls"] > 3
+    # before verification (the issue's 5 meV/atom; measured 1.0-1.4): a Pd cell relaxed by a model that had never
+    # seen Pd (graded 0 before rows outside the data's span extrapolated) put it 50-470 meV/atom off
+    assert result["before"]["hull_error_max_mev"] < 5
     # after verification: the hull's structures carry the reference's own minimum (up to fmax) and it is EMT's hull
     assert result["after"]["hull_error_max_mev"] < 0.1
     assert result["after"]["same_hull"] and result["hull_all_verified"]
-    # not asserted: the model's formation energies before verification (their 5 meV/atom target is not met yet)

@@ -10,6 +10,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from ase import units
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.filters import FrechetCellFilter
@@ -95,6 +96,28 @@ def test_a_stopped_screening_resumes_with_the_finished_relaxations_and_no_repeat
     assert keys and len(keys) == len(set(keys))
     with pytest.raises(ValueError, match="another input or other settings"):
         RelaxStore(tmp_path / "out.partial", dict(test=2))
+
+
+@pytest.mark.parametrize("cell_filter", ["frechet", "unit"])
+def test_both_cell_filters_reach_emts_own_minimum_under_pressure(cell_filter):
+    """`relax_all` with EMT as the potential against ASE's loop with the same filter, at 5 GPa: the same enthalpy
+    minimum (the filters differ in their cell coordinates, not in the minimum)."""
+    from ase.filters import UnitCellFilter
+
+    from mtp_driver.potential import ASECalculatorPotential
+
+    settings = RelaxSettings(fmax=0.005, relax_cell=True, pressure=5.0, cell_filter=cell_filter, max_steps=300)
+    structures = [cupd(seed, pd) for seed, pd in ((0, 1), (1, 2))]
+    relaxed = relax_all(structures, ASECalculatorPotential(EMT()), settings)
+    for atoms, ours in zip(structures, relaxed):
+        atoms = atoms.copy()
+        atoms.calc = EMT()
+        ase_filter = {"frechet": FrechetCellFilter, "unit": UnitCellFilter}[cell_filter]
+        BFGS(ase_filter(atoms, scalar_pressure=5.0 * units.GPa), logfile=None).run(fmax=0.005, steps=300)
+        assert ours.info["relax_status"] == "converged"
+        assert ours.get_volume() == pytest.approx(atoms.get_volume(), rel=1e-3)
+        assert ours.get_stress()[:3] / units.GPa == pytest.approx([-5.0] * 3, abs=0.1)  # balances the pressure
+        assert ours.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-3)
 
 
 def emt_relaxed(atoms, fmax):

@@ -1,7 +1,7 @@
 """Relaxing many structures with one `Potential` (a fixed MTP, or the on-the-fly learner shared by all).
 
 Walker threads take the next unfinished structure and relax it with an ASE optimiser (positions, and
-with `relax_cell` the cell at a pressure through `FrechetCellFilter`). With the learner, a walker that
+with `relax_cell` the cell at a pressure through ASE's `FrechetCellFilter` or `UnitCellFilter`). With the learner, a walker that
 extrapolates is held while the learner selects D-optimally among the candidates of every walker,
 computes, refits, and then resumes where it was. Each finished relaxation is stored at once
 (`RelaxStore`), so a rerun after a kill relaxes only what was left; the learner's journal makes sure
@@ -22,8 +22,9 @@ import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.filters import FrechetCellFilter
+from ase.filters import FrechetCellFilter, UnitCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
+from threadpoolctl import threadpool_limits
 
 from mtp_driver.calculator import CloseContactError
 from mtp_driver.geometry import UnphysicalCell
@@ -36,6 +37,7 @@ from mtp_driver.learn.reference import ReferenceFailure
 from .settings import RelaxSettings
 
 OPTIMIZER_CLASSES = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}  # by the names of settings.OPTIMIZERS
+CELL_FILTER_CLASSES = {"frechet": FrechetCellFilter, "unit": UnitCellFilter}  # settings.CELL_FILTERS
 CONVERGED, UNCONVERGED, UNPHYSICAL, FAILED = "converged", "unconverged", "unphysical", "failed"
 STATUSES = (CONVERGED, UNCONVERGED, UNPHYSICAL, FAILED)
 
@@ -56,7 +58,8 @@ def relax_structure(index: int, atoms: Atoms, potential: Potential, settings: Re
     """Relax one structure (a copy: `atoms` is not changed) with `potential`."""
     work = atoms.copy()
     work.calc = calculator = PotentialCalculator(potential)
-    target = FrechetCellFilter(work, scalar_pressure=settings.pressure * units.GPa) if settings.relax_cell else work
+    target = (CELL_FILTER_CLASSES[settings.cell_filter](work, scalar_pressure=settings.pressure * units.GPa)
+              if settings.relax_cell else work)
     optimizer = OPTIMIZER_CLASSES[settings.optimizer](target, logfile=None)
     status, reason = UNCONVERGED, f"not converged in {settings.max_steps} steps"
     try:
@@ -177,11 +180,13 @@ def relax_all(structures: Sequence[Atoms], potential: Potential, settings: Relax
                     progress(relaxed)
 
     threads = [threading.Thread(target=walk, name=f"walker-{k}") for k in range(max(1, walkers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.2)  # not join(): the main thread must stay free to run signal handlers
+    # the cell filters' 3x3 BLAS calls: OpenBLAS's spinning threads made them 8x slower on a busy machine (measured)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)  # not join(): the main thread must stay free to run signal handlers
     if errors:
         raise errors[0]
     return [done[i] for i in range(len(structures))]
