@@ -188,3 +188,25 @@ def test_derivative_structures_are_the_known_enumeration_at_vegards_volume():
     moved = perturbed(structures, rattle=0.02, strain=0.02, seed=1)
     assert all(a.get_chemical_symbols() == b.get_chemical_symbols() and not np.allclose(a.cell, b.cell)
                for a, b in zip(structures, moved))
+
+
+def test_random_crystals_have_the_composition_a_space_group_no_close_contacts_and_vegards_volume(tmp_path):
+    pytest.importorskip("pyxtal")
+    from ase.spacegroup import Spacegroup
+    from ase.spacegroup.symmetrize import check_symmetry
+
+    from mtp_driver.screen.candidates import random_crystals
+
+    structures = random_crystals(["Cu", "Pd"], [2, 2], 6, seed=1)
+    volume = {element: bulk(element).get_volume() / len(bulk(element)) for element in ("Cu", "Pd")}
+    assert [atoms.info["candidate"] for atoms in structures] == [f"random-{k}" for k in range(6)]
+    for atoms in structures:
+        assert sorted(atoms.get_chemical_symbols()) == ["Cu", "Cu", "Pd", "Pd"]
+        assert atoms.get_volume() == pytest.approx(2 * volume["Cu"] + 2 * volume["Pd"], rel=1e-10)
+        distances = atoms.get_all_distances(mic=True)
+        assert distances[distances > 0].min() > 1.8  # Å; pyxtal's default tolerances gave 1.4
+        # the group drawn or a supergroup (a few atoms in a low group's Wyckoff positions often have more symmetry)
+        assert len(check_symmetry(atoms, 1e-3).rotations) >= Spacegroup(int(atoms.info["space_group"])).nsymop
+    cli("candidates", tmp_path / "random.extxyz", "--species", "Cu,Pd", "--random", 3, "--counts", "1,3")
+    written = ase.io.read(tmp_path / "random.extxyz", index=":")
+    assert len(written) == 3 and all(atoms.get_chemical_formula() == "CuPd3" for atoms in written)
