@@ -25,6 +25,7 @@ from mtp_driver.mtp.basis import untrained_mtp
 from mtp_driver.screen.hull import build_hull
 from mtp_driver.screen.relax import RelaxStore, Stopped, relax_all
 from mtp_driver.screen.settings import RelaxSettings
+from mtp_driver.screen.walkers import WalkerPotential, relax_in_processes
 
 pytestmark = pytest.mark.timeout(600)
 CU_MTP = Path(mtp_driver.__file__).parent / "data" / "Cu_zuo2020.mtp"  # Zuo et al.'s fitted Cu MTP
@@ -47,14 +48,22 @@ def cli(*args, check=True):
     return result
 
 
-def test_relaxations_keep_order_and_info_and_mark_unphysical_ones(tmp_path):
+@pytest.mark.parametrize("walkers", ["threads", pytest.param("processes", marks=pytest.mark.processes)])
+def test_relaxations_keep_order_and_info_and_mark_unphysical_ones(tmp_path, walkers):
     potential = MTPPotential(MTPCalculator(CU_MTP, species=["Cu"]), "cu")
     structures = [bulk("Cu", "fcc", a=3.6 + 0.02 * k, cubic=True).repeat(2) for k in range(4)]
     for k, atoms in enumerate(structures):
         atoms.rattle(0.05, seed=k)
         atoms.info["name"] = f"s{k}"
     structures[2].positions[1] = structures[2].positions[0] + [0.3, 0.0, 0.0]  # atoms on top of each other
-    relaxed = relax_all(structures, potential, RelaxSettings(fmax=0.005, relax_cell=True), walkers=2)
+    settings = RelaxSettings(fmax=0.005, relax_cell=True)
+    if walkers == "threads":
+        relaxed = relax_all(structures, potential, settings, walkers=2)
+    else:  # the same relaxations, each in a walker process that loads the potential itself: the same numbers
+        relaxed = relax_in_processes(structures, WalkerPotential(str(CU_MTP), ("Cu",)), settings, walkers=2)
+        alone = relax_all(structures, potential, settings)
+        for ours, theirs in zip(relaxed, alone):
+            np.testing.assert_allclose(ours.positions, theirs.positions, rtol=0, atol=1e-10)
     assert [atoms.info["name"] for atoms in relaxed] == ["s0", "s1", "s2", "s3"]
     assert [atoms.info["relax_status"] for atoms in relaxed] == ["converged", "converged", "unphysical", "converged"]
     assert "apart" in relaxed[2].info["relax_reason"] or "close" in relaxed[2].info["relax_reason"]
@@ -66,10 +75,21 @@ def test_relaxations_keep_order_and_info_and_mark_unphysical_ones(tmp_path):
             atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)[0], abs=1e-10)
 
 
-def test_a_stopped_screening_resumes_with_the_finished_relaxations_and_no_repeated_reference_call(tmp_path):
+@pytest.mark.parametrize("walkers", ["threads", pytest.param("processes", marks=pytest.mark.processes)])
+def test_a_stopped_screening_resumes_with_the_finished_relaxations_and_no_repeated_reference_call(tmp_path, walkers):
     """Walkers share one learner; a stop (as from Ctrl-C) after a few relaxations, then the same run again: the
-    finished relaxations are read back, not redone, and no structure is computed twice by the reference."""
+    finished relaxations are read back, not redone, and no structure is computed twice by the reference. Walker
+    processes ask the learner through its server; a structure with atoms on top of each other comes back from it
+    as unphysical, as from a thread walker."""
     structures = [cupd(seed, pd) for seed in range(3) for pd in range(5)]
+    structures[-1].positions[1] = structures[-1].positions[0] + [0.3, 0.0, 0.0]
+
+    def relax(learner, **options):
+        if walkers == "threads":
+            return relax_all(structures, learner, settings, walkers=2, **options)
+        return relax_in_processes(structures, WalkerPotential(None, ("Cu", "Pd")), settings, 2, learner=learner,
+                                  **options)
+
     settings = RelaxSettings(fmax=0.02, relax_cell=True)
     learn = LearnSettings(species=("Cu", "Pd"), refit_iterations=0, hold_fit_iterations=30)
     store = RelaxStore(tmp_path / "out.partial", dict(test=1))
@@ -81,17 +101,16 @@ def test_a_stopped_screening_resumes_with_the_finished_relaxations_and_no_repeat
             stop.set()
 
     with pytest.raises(Stopped):
-        relax_all(structures, learner, settings, walkers=2, store=store, progress=stop_after_four, stop=stop)
+        relax(learner, store=store, progress=stop_after_four, stop=stop)
     learner.close(final_refit=False)
     finished = store.finished()
     assert 4 <= len(finished) < len(structures)
     learner = Learner(untrained_mtp(6, 2, 2.0, 5.0, species=["Cu", "Pd"]), tmp_path / "run", learn)
-    relaxed = relax_all(structures, learner, settings, walkers=2, store=RelaxStore(tmp_path / "out.partial",
-                                                                                   dict(test=1)))
+    relaxed = relax(learner, store=RelaxStore(tmp_path / "out.partial", dict(test=1)))
     learner.close(final_refit=False)
     for index, atoms in finished.items():  # read back as stored, not relaxed again
         np.testing.assert_array_equal(relaxed[index].positions, atoms.positions)
-    assert all(atoms.info["relax_status"] == "converged" for atoms in relaxed)
+    assert [atoms.info["relax_status"] for atoms in relaxed] == ["converged"] * 14 + ["unphysical"]
     keys = [event["key"] for event in JournalReader(tmp_path / "run").events() if event["event"] == "reference"]
     assert keys and len(keys) == len(set(keys))
     with pytest.raises(ValueError, match="another input or other settings"):
@@ -129,13 +148,13 @@ def emt_relaxed(atoms, fmax):
 
 @pytest.mark.processes
 def test_relax_learn_then_hull_verify_gives_emts_hull(tmp_path):
-    """The command line end to end: relax 10 Cu-Pd cells learning from EMT, then the hull verified with EMT: the
-    verified formation energies are EMT's relaxed ones and the hull's compositions are EMT's."""
+    """The command line end to end: relax 10 Cu-Pd cells learning from EMT (2 walker processes), then the hull
+    verified with EMT: the verified formation energies are EMT's relaxed ones and the hull's compositions are EMT's."""
     structures = [cupd(seed, pd) for seed in range(2) for pd in range(5)]
     ase.io.write(tmp_path / "in.extxyz", structures)
     cli("init", 6, "--species", "Cu,Pd", "--min-dist", 2.0, "--max-dist", 5.0, "-o", tmp_path / "u.mtp")
     out = cli("relax", tmp_path / "u.mtp", tmp_path / "in.extxyz", tmp_path / "out.extxyz", "--species", "Cu,Pd",
-              "--relax-cell", "--fmax", 0.02, "--learn", tmp_path / "run", "--walkers", 2, "--no-progress",
+              "--relax-cell", "--fmax", 0.02, "--learn", tmp_path / "run", "--walkers", 2, "--processes", "--no-progress",
               "--hold-fit-iterations", 30, "--refit-iterations", 50, "--validation-share", 0.2)
     summary = json.loads(out.stdout.split(": ", 1)[1])
     assert summary["converged"] == 10 and summary["reference_calls"] > 0

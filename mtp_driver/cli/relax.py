@@ -10,6 +10,7 @@ from .options import add_learner_options, add_settings_options, add_species, lea
 
 def add(commands) -> None:
     from mtp_driver.screen.settings import RelaxSettings
+    from mtp_driver.screen.walkers import WalkerPotential, relax_in_processes
 
     p = commands.add_parser(
         "relax", help="relax many structures with an MTP, learning it on the fly with --learn",
@@ -24,7 +25,10 @@ def add(commands) -> None:
     p.add_argument("output", metavar="OUT", help=".cfg or any ASE-writable file")
     add_species(p, required=True)
     add_settings_options(p, RelaxSettings)
-    p.add_argument("--walkers", type=int, default=1, help="structures relaxed at once (threads) (default: %(default)s)")
+    p.add_argument("--walkers", type=int, default=1, help="structures relaxed at once (default: %(default)s)")
+    p.add_argument("--processes", action="store_true",
+                   help="walkers are processes, a core each (with --learn they ask the learner through a private "
+                   "socket), rather than threads of this process")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     learning = p.add_argument_group("learning on the fly (with --learn)")
     learning.add_argument("--learn", dest="run_dir", metavar="RUN_DIR",
@@ -47,6 +51,7 @@ def run(args) -> int:
     from mtp_driver.learn.calls import CallsInterrupted, LearningStopped
     from mtp_driver.screen.relax import RelaxStore, Stopped, input_fingerprint, relax_all, status_counts
     from mtp_driver.screen.settings import RelaxSettings
+    from mtp_driver.screen.walkers import WalkerPotential, relax_in_processes
 
     settings = settings_from_args(args, RelaxSettings)
     species = parse_species(args.species)
@@ -78,8 +83,13 @@ def run(args) -> int:
     bar = tqdm(total=len(structures), initial=len(store.indices()), unit="structure", disable=args.no_progress,
                file=sys.stderr)
     try:
-        relaxed = relax_all(structures, potential, settings, walkers=args.walkers, store=store,
-                            progress=lambda _: bar.update(), stop=stop)
+        if args.processes:
+            relaxed = relax_in_processes(structures, WalkerPotential(str(args.potential), tuple(species)), settings,
+                                         args.walkers, store=store, progress=lambda _: bar.update(), stop=stop,
+                                         learner=learner)
+        else:
+            relaxed = relax_all(structures, potential, settings, walkers=args.walkers, store=store,
+                                progress=lambda _: bar.update(), stop=stop)
     except (Stopped, CallsInterrupted):
         print(f"mtp-driver relax: stopped; {len(store.indices())} of {len(structures)} relaxations are finished "
               f"(in {store.directory}): run the same command again to relax the rest", file=sys.stderr)

@@ -31,6 +31,7 @@ from mtp_driver.geometry import UnphysicalCell
 from mtp_driver.io.atomic import atomic_write
 from mtp_driver.potential import Potential, PotentialCalculator
 from mtp_driver.learn.calls import StructureFailed
+from mtp_driver.learn.client import RemoteLearnerError
 from mtp_driver.learn.intake import UnphysicalStructure
 from mtp_driver.learn.reference import ReferenceFailure
 
@@ -40,6 +41,8 @@ OPTIMIZER_CLASSES = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}  # by the names
 CELL_FILTER_CLASSES = {"frechet": FrechetCellFilter, "unit": UnitCellFilter}  # settings.CELL_FILTERS
 CONVERGED, UNCONVERGED, UNPHYSICAL, FAILED = "converged", "unconverged", "unphysical", "failed"
 STATUSES = (CONVERGED, UNCONVERGED, UNPHYSICAL, FAILED)
+UNPHYSICAL_KINDS = ("UnphysicalStructure", "CloseContactError", "UnphysicalCell")  # as caught below, by name
+FAILED_KINDS = ("StructureFailed", "ReferenceFailure")
 
 
 class Relaxed(NamedTuple):
@@ -69,6 +72,13 @@ def relax_structure(index: int, atoms: Atoms, potential: Potential, settings: Re
         status, reason = UNPHYSICAL, str(exc)
     except (StructureFailed, ReferenceFailure) as exc:  # the reference failed here: this structure only
         status, reason = FAILED, str(exc)
+    except RemoteLearnerError as exc:  # the same errors from a learner in another process (walker processes)
+        if exc.kind in UNPHYSICAL_KINDS:
+            status, reason = UNPHYSICAL, str(exc)
+        elif exc.kind in FAILED_KINDS:
+            status, reason = FAILED, str(exc)
+        else:
+            raise
     results = calculator.results if status in (CONVERGED, UNCONVERGED) else {}
     grade = calculator.extras.get("mtp_grade") if results else None
     relaxed = Atoms(work.numbers, positions=work.positions, cell=work.cell, pbc=work.pbc)
