@@ -80,3 +80,24 @@ def test_init_writes_untrained_potential(tmp_path):
     assert f"{mtp.parameter_count} parameters" in result.stdout
     bad = mtp_driver("init", 15, "--species", "Cu", "--min-dist", 2.0, "--max-dist", 5.0, "-o", out, check=False)
     assert bad.returncode == 2 and "level" in bad.stderr
+
+
+@pytest.mark.parametrize("command, settings_module, settings_name",
+                         [("learn", "mtp_driver.learn.settings", "LearnSettings"),
+                          ("relax", "mtp_driver.screen.settings", "RelaxSettings")])
+def test_every_setting_is_an_option_whose_help_is_the_settings_own(command, settings_module, settings_name):
+    import dataclasses
+    import importlib
+
+    from mtp_driver.cli import build_parser
+
+    settings = getattr(importlib.import_module(settings_module), settings_name)
+    subcommands = next(action for action in build_parser()._actions if action.choices and command in action.choices)
+    options = {action.dest: action for action in subcommands.choices[command]._actions}
+    for field in dataclasses.fields(settings):
+        if field.name in ("species", "reference"):  # --species and the --reference* options say these
+            continue
+        assert field.metadata.get("help"), f"{settings_name}.{field.name} has no help"
+        assert options[field.name].help.startswith(field.metadata["help"]), field.name
+        if options[field.name].default is not None and not isinstance(options[field.name].const, bool):
+            assert options[field.name].default == field.default, field.name

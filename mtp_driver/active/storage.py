@@ -48,7 +48,8 @@ def load_active_set(path: str | os.PathLike, mtp: MTP | None = None) -> ActiveSe
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: not an active set file (format {header.get('format')!r})")
     if header.get("version") not in (1, VERSION):
-        raise ValueError(f"{path}: active set format version {header.get('version')}, this program reads 1 to {VERSION}")
+        raise ValueError(f"{path}: active set format version {header.get('version')}, this program reads 1 to "
+                         f"{VERSION}")
     active_set = ActiveSet(mode=header["mode"], parameters=header["parameters"], fingerprint=header["fingerprint"],
                            parameter_count=int(header["parameter_count"]),
                            species=None if header["species"] is None else tuple(header["species"]),

@@ -32,7 +32,7 @@ def add_learner_options(p) -> None:
     import dataclasses
 
     from mtp_driver.ipi.options import json_object
-    from mtp_driver.learn.settings import ANSWERS, GRADE_MODES, LearnSettings
+    from mtp_driver.learn.settings import LearnSettings
     from mtp_driver.learn.theory import DECISIONS
 
     p.add_argument("--training", metavar="TRAIN.cfg",
@@ -45,25 +45,19 @@ def add_learner_options(p) -> None:
     p.add_argument("--reference-changed", choices=DECISIONS,
                    help="RUN_DIR holds results of other reference settings: 'drop' trains only on results of the new "
                    "settings, 'keep' adopts the old ones (the change does not alter results); asked when needed")
-    defaults = LearnSettings()
-    for name in (field.name for field in dataclasses.fields(LearnSettings)):
-        default = getattr(defaults, name)
-        if type(default) in (int, float):  # every numeric setting is an option of the same name
-            p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
-                           help="(default: %(default)s)")
-    p.add_argument("--grade-mode", choices=GRADE_MODES, default=defaults.grade_mode, help="(default: %(default)s)")
-    p.add_argument("--answer-with", choices=ANSWERS, default=defaults.answer_with,
-                   help="answer a held request with the new model or the reference result (default: %(default)s)")
-    p.add_argument("--executor", default=defaults.executor, metavar="SPEC",
-                   help="where reference calls run: 'local' (a pool of --workers processes), 'dask://HOST:PORT' (a "
-                   "running Dask scheduler, e.g. of dask-jobqueue's SLURMCluster), or 'module:callable' (a factory "
-                   "returning a concurrent.futures.Executor) (default: %(default)s)")
-    p.add_argument("--no-pool-hold", dest="pool_hold", action="store_false",
-                   help="prune a full pool of candidates to its D-optimal max_candidates instead of learning it")
-    p.add_argument("--background-refit", action="store_true",
-                   help="refit all parameters in a separate process between holds too (worth it with spare cores)")
-    p.add_argument("--observe", action="store_true",
-                   help="never call the reference: grade every request and count what the thresholds would trigger")
+    fields = {field.name: field for field in dataclasses.fields(LearnSettings)}
+    for name, field in fields.items():
+        if type(field.default) in (int, float):  # every numeric setting is an option of the same name
+            p.add_argument("--" + name.replace("_", "-"), type=type(field.default), default=field.default,
+                           help=f"{field.metadata['help']} (default: %(default)s)")
+    for name in ("grade_mode", "answer_with", "executor"):
+        field = fields[name]
+        p.add_argument("--" + name.replace("_", "-"), default=field.default, choices=field.metadata.get("choices"),
+                       metavar="SPEC" if name == "executor" else None,
+                       help=f"{field.metadata['help']} (default: %(default)s)")
+    p.add_argument("--no-pool-hold", dest="pool_hold", action="store_false", help=fields["pool_hold"].metadata["help"])
+    for name in ("background_refit", "observe"):
+        p.add_argument("--" + name.replace("_", "-"), action="store_true", help=fields[name].metadata["help"])
 
 
 def add_settings_options(p, settings_class) -> None:

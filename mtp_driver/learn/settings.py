@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtp_driver.io.atomic import atomic_write
+from mtp_driver.setting import setting
 
 from .executors import check_executor_spec
 from .reference import Reference
@@ -27,42 +28,48 @@ class LearnSettings:
 
     species: tuple[str, ...] = ("Cu",)
     reference: Reference = field(default_factory=Reference)
-    threshold_save: float = 2.0
-    threshold_break: float = 10.0
-    grade_mode: str = "nbh"  # per-neighbourhood grades (max over atoms) or one grade per configuration
-    answer_with: str = "model"
-    max_selected: int = 8  # structures computed per retraining (the held one included)
-    close_contact_factor: float = 0.75  # pairs closer than this x min_dist: unphysical, no reference call
-    max_calls_per_hour: float = 3600.0
-    cooldown_steps: int = 0  # requests between two retrainings (extrapolative ones in between wait)
-    retries: int = 2
-    failure_budget: int = 10
-    workers: int = 1  # parallel reference calls
-    # where they run: "local" (a process pool of `workers`), "dask://HOST:PORT", or "module:callable" (a factory
-    # returning a concurrent.futures.Executor)
-    executor: str = "local"
-    refit_iterations: int = 300  # L-BFGS iterations of the final refit of all parameters (and the background one)
-    # a refit of all parameters in its own process between holds; off: on 2 cores it never finished (issue 14)
-    background_refit: bool = False
-    # a hold fits all parameters (warm-started) once the data grew by this fraction since the last such fit
-    hold_fit_growth: float = 0.0
-    hold_fit_iterations: int = 100  # L-BFGS iterations of that fit at most (0: the linear coefficients only)
-    hold_fit_seconds: float = 120.0  # and at most this long (0: no limit)
-    max_candidates: int = 64  # candidates kept between holds; beyond, the D-optimal ones among them
-    # a full pool (max_candidates candidates) is learnt at once like a hold: many structures above threshold_save
-    # mean the run is in new territory even where no grade reaches threshold_break (off: the pool is pruned)
-    pool_hold: bool = True
-    # an audit finding a larger error learns at once (the audited structure, pooled candidates, a fit of all
-    # parameters): force RMSE in eV/Å, energy in meV/atom (0: no such bound), or this many times the answering
-    # model's own RMSE on its training data, energy or force (0: no such bound)
-    audit_force_bound: float = 0.0
-    audit_energy_bound: float = 0.0
-    audit_error_ratio: float = 3.0
-    # share of the run's reference results held out of the final fit to validate it (0: none)
-    validation_share: float = 0.1
-    observe: bool = False  # never call the reference: grade, count what the thresholds would trigger
-    audit_every: int = 0  # a reference call on a non-extrapolative request every this many (0: none)
-    seed: int = 0
+    threshold_save: float = setting(2.0, "grade above which a request's structure becomes a candidate")
+    threshold_break: float = setting(10.0, "grade above which the request is held and the learner learns")
+    grade_mode: str = setting("nbh", "per-neighbourhood grades (max over atoms) or one grade per configuration",
+                              choices=GRADE_MODES)
+    answer_with: str = setting("model", "answer a held request with the new model or the reference result",
+                               choices=ANSWERS)
+    max_selected: int = setting(8, "structures computed per retraining (the held one included)")
+    close_contact_factor: float = setting(0.75, "pairs closer than this x min_dist: unphysical, no reference call")
+    max_calls_per_hour: float = setting(3600.0, "no retraining while this many reference calls were made in the "
+                                        "last hour")
+    cooldown_steps: int = setting(0, "requests between two retrainings (extrapolative ones in between wait)")
+    retries: int = setting(2, "retries of a failed reference call")
+    failure_budget: int = setting(10, "structures whose reference calls failed (after the retries) the run can "
+                                  "lose; one more stops it")
+    workers: int = setting(1, "reference calls in parallel")
+    executor: str = setting("local", "where reference calls run: 'local' (a pool of --workers processes), "
+                            "'dask://HOST:PORT' (a running Dask scheduler, e.g. of dask-jobqueue's SLURMCluster), or "
+                            "'module:callable' (a factory returning a concurrent.futures.Executor)")
+    refit_iterations: int = setting(300, "L-BFGS iterations of the final refit of all parameters (and the "
+                                    "background one)")
+    # off by default: on 2 cores it never finished (issue 14)
+    background_refit: bool = setting(False, "refit all parameters in a separate process between holds too (worth it "
+                                     "with spare cores)")
+    hold_fit_growth: float = setting(0.0, "a hold fits all parameters (warm-started) once the data grew by this "
+                                     "fraction since the last such fit")
+    hold_fit_iterations: int = setting(100, "L-BFGS iterations of that fit at most (0: the linear coefficients only)")
+    hold_fit_seconds: float = setting(120.0, "and at most this long (0: no limit)")
+    max_candidates: int = setting(64, "candidates kept between holds; beyond, the D-optimal ones among them")
+    # many structures above threshold_save mean the run is in new territory even where no grade reaches threshold_break
+    pool_hold: bool = setting(True, "learn a full pool (max_candidates candidates) at once like a hold; off "
+                              "(--no-pool-hold): prune it to its D-optimal max_candidates")
+    audit_force_bound: float = setting(0.0, "eV/Å: an audit's force RMSE above this learns at once (the audited "
+                                       "structure, pooled candidates, a fit of all parameters; 0: no such bound)")
+    audit_energy_bound: float = setting(0.0, "meV/atom: the same for the audit's energy error")
+    audit_error_ratio: float = setting(3.0, "the same for an audit error above this many times the answering model's "
+                                       "own RMSE on its training data, energy or force (0: no such bound)")
+    validation_share: float = setting(0.1, "share of the run's reference results held out of the final fit to "
+                                      "validate it (0: none)")
+    observe: bool = setting(False, "never call the reference: grade every request and count what the thresholds "
+                            "would trigger")
+    audit_every: int = setting(0, "a reference call on a non-extrapolative request every this many (0: none)")
+    seed: int = setting(0, "random seed of the learner's fits")
 
     def __post_init__(self):
         if not 1.0 <= self.threshold_save <= self.threshold_break:
