@@ -69,10 +69,14 @@ def _walk(source: WalkerPotential, settings: RelaxSettings, tasks, results, stop
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when walkers stop
     threadpool_limits(limits=1, user_api="blas")  # as relax_all: a core per walker, no spinning BLAS threads
+    parent = os.getppid()
     try:
         potential = _StopAware(_walker_potential(source), stop)
-        while not stop.is_set():
-            task = tasks.get()
+        while not stop.is_set() and os.getppid() == parent:  # a killed parent takes no results: stop too
+            try:
+                task = tasks.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
             if task is None:
                 break
             index, atoms = task
