@@ -10,7 +10,6 @@ from .options import add_learner_options, add_settings_options, add_species, lea
 
 def add(commands) -> None:
     from mtp_driver.screen.settings import RelaxSettings
-    from mtp_driver.screen.walkers import WalkerPotential, relax_in_processes
 
     p = commands.add_parser(
         "relax", help="relax many structures with an MTP, learning it on the fly with --learn",

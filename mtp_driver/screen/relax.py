@@ -1,8 +1,8 @@
 """Relaxing many structures with one `Potential` (a fixed MTP, or the on-the-fly learner shared by all).
 
 Walker threads take the next unfinished structure and relax it with an ASE optimiser (positions, and
-with `relax_cell` the cell at a pressure through ASE's `FrechetCellFilter` or `UnitCellFilter`). With the learner, a walker that
-extrapolates is held while the learner selects D-optimally among the candidates of every walker,
+with `relax_cell` the cell at a pressure through ASE's `FrechetCellFilter` or `UnitCellFilter`). With the
+learner, a walker that extrapolates is held while the learner selects D-optimally among the candidates of every walker,
 computes, refits, and then resumes where it was. Each finished relaxation is stored at once
 (`RelaxStore`), so a rerun after a kill relaxes only what was left; the learner's journal makes sure
 no reference call is repeated.
@@ -41,8 +41,8 @@ OPTIMIZER_CLASSES = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}  # by the names
 CELL_FILTER_CLASSES = {"frechet": FrechetCellFilter, "unit": UnitCellFilter}  # settings.CELL_FILTERS
 CONVERGED, UNCONVERGED, UNPHYSICAL, FAILED = "converged", "unconverged", "unphysical", "failed"
 STATUSES = (CONVERGED, UNCONVERGED, UNPHYSICAL, FAILED)
-UNPHYSICAL_KINDS = ("UnphysicalStructure", "CloseContactError", "UnphysicalCell")  # as caught below, by name
-FAILED_KINDS = ("StructureFailed", "ReferenceFailure")
+UNPHYSICAL_ERRORS = (UnphysicalStructure, CloseContactError, UnphysicalCell)
+FAILED_ERRORS = (StructureFailed, ReferenceFailure)  # the reference failed on this structure only
 
 
 class Relaxed(NamedTuple):
@@ -68,14 +68,14 @@ def relax_structure(index: int, atoms: Atoms, potential: Potential, settings: Re
     try:
         if optimizer.run(fmax=settings.fmax, steps=settings.max_steps):
             status, reason = CONVERGED, ""
-    except (UnphysicalStructure, CloseContactError, UnphysicalCell) as exc:
+    except UNPHYSICAL_ERRORS as exc:
         status, reason = UNPHYSICAL, str(exc)
-    except (StructureFailed, ReferenceFailure) as exc:  # the reference failed here: this structure only
+    except FAILED_ERRORS as exc:
         status, reason = FAILED, str(exc)
     except RemoteLearnerError as exc:  # the same errors from a learner in another process (walker processes)
-        if exc.kind in UNPHYSICAL_KINDS:
+        if exc.kind in {error.__name__ for error in UNPHYSICAL_ERRORS}:
             status, reason = UNPHYSICAL, str(exc)
-        elif exc.kind in FAILED_KINDS:
+        elif exc.kind in {error.__name__ for error in FAILED_ERRORS}:
             status, reason = FAILED, str(exc)
         else:
             raise
@@ -146,8 +146,9 @@ class Stopped(RuntimeError):
     """The relaxations were stopped (Ctrl-C, SIGTERM); finished ones are stored, the others are made at the rerun."""
 
 
-class _Stoppable:
-    """The walkers' `Potential`: the shared one, until `stop` is set (then the next force call raises `Stopped`)."""
+class Stoppable:
+    """A walker's `Potential`: `potential`, until `stop` (a threading or multiprocessing Event) is set; then the next
+    force call raises `Stopped`."""
 
     def __init__(self, potential: Potential, stop: threading.Event):
         self.potential, self.stop = potential, stop
@@ -168,7 +169,7 @@ def relax_all(structures: Sequence[Atoms], potential: Potential, settings: Relax
     todo = iter([i for i in range(len(structures)) if i not in done])
     lock, errors = threading.Lock(), []
     stop = stop or threading.Event()
-    potential = _Stoppable(potential, stop)
+    potential = Stoppable(potential, stop)
 
     def walk() -> None:
         while not errors:

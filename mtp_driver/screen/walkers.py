@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from mtp_driver.learn.calls import CallsInterrupted, LearningStopped
 from mtp_driver.potential import Potential
 
-from .relax import Relaxed, RelaxStore, Stopped, relax_structure
+from .relax import Relaxed, RelaxStore, Stoppable, Stopped, relax_structure
 from .settings import RelaxSettings
 
 POLL_SECONDS = 0.2  # the parent's wait for a result between looks at the stop event and its walkers
@@ -39,18 +39,6 @@ class WalkerPotential(NamedTuple):
     mtp_path: str | None
     species: tuple[str, ...]
     learner_socket: str | None = None
-
-
-class _StopAware:
-    """A walker's `Potential`: raises `Stopped` at the next force call once the parent set `stop`."""
-
-    def __init__(self, potential: Potential, stop):
-        self.potential, self.stop = potential, stop
-
-    def compute(self, positions, cell, pbc, numbers):
-        if self.stop.is_set():
-            raise Stopped("stopped")
-        return self.potential.compute(positions, cell, pbc, numbers)
 
 
 def _walker_potential(source: WalkerPotential) -> Potential:
@@ -71,7 +59,7 @@ def _walk(source: WalkerPotential, settings: RelaxSettings, tasks, results, stop
     threadpool_limits(limits=1, user_api="blas")  # as relax_all: a core per walker, no spinning BLAS threads
     parent = os.getppid()
     try:
-        potential = _StopAware(_walker_potential(source), stop)
+        potential = Stoppable(_walker_potential(source), stop)
         while not stop.is_set() and os.getppid() == parent:  # a killed parent takes no results: stop too
             try:
                 task = tasks.get(timeout=POLL_SECONDS)
