@@ -1,6 +1,8 @@
 """Grades on EMT copper: a small potential fitted to 300 K MD, graded on its own data, on rattled
 copies and on hotter, strained MD; grades in MTPCalculator; the stored active set; the CLI."""
 
+import json
+
 import numpy as np
 import pytest
 from ase import units
@@ -106,6 +108,15 @@ def test_stored_active_set_round_trips_and_rejects_another_potential(copper, tmp
         MTPCalculator(changed, active_set=active_set)
     with pytest.raises(ValueError, match="built with species \\['Cu'\\]"):
         MTPCalculator(mtp.copy(species=("Ag",)), species=["Ag"], active_set=active_set)
+    with np.load(path) as data:  # a version-1 file (before the dropped columns) still loads, without them
+        header = json.loads(str(data["header"]))
+        np.savez(tmp_path / "v1.npz", header=np.array(json.dumps({**header, "version": 1})),
+                 **{name: data[name] for name in ("columns", "column_scale", "rows", "inverse", "sources")})
+    old = load_active_set(tmp_path / "v1.npz", mtp)
+    assert len(old.dropped_columns) == 0 and np.array_equal(old.rows, active_set.rows)
+    np.savez(tmp_path / "v3.npz", header=np.array(json.dumps({**header, "version": 3})))
+    with pytest.raises(ValueError, match="version 3, this program reads 1 to 2"):
+        load_active_set(tmp_path / "v3.npz")
     np.savez(tmp_path / "other.npz", rows=np.eye(2))
     with pytest.raises(ValueError, match="not an active set file"):
         load_active_set(tmp_path / "other.npz")

@@ -35,21 +35,28 @@ def save_active_set(active_set: ActiveSet, path: str | os.PathLike) -> None:
                  **{name: getattr(active_set, name) for name in _ARRAYS + _ARRAYS_SINCE_2})
 
 
+class _Refused(Exception):
+    """A file with an active set header this program does not read."""
+
+
+def _check_header(header: dict, path) -> None:
+    if header.get("format") != FORMAT:
+        raise _Refused(f"{path}: not an active set file (format {header.get('format')!r})")
+    if header.get("version") not in (1, VERSION):
+        raise _Refused(f"{path}: active set format version {header.get('version')}, this program reads 1 to {VERSION}")
+
+
 def load_active_set(path: str | os.PathLike, mtp: MTP | None = None) -> ActiveSet:
     """Read an active set; with `mtp`, also check that it belongs to that potential."""
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
-            arrays = {name: data[name] for name in _ARRAYS}
-            if header.get("version") == VERSION:
-                arrays.update({name: data[name] for name in _ARRAYS_SINCE_2})
+            _check_header(header, path)  # before the arrays: another version may have others
+            arrays = {name: data[name] for name in _ARRAYS + (_ARRAYS_SINCE_2 if header["version"] >= 2 else ())}
+    except _Refused as refused:
+        raise ValueError(str(refused)) from None
     except (KeyError, json.JSONDecodeError, ValueError) as error:
         raise ValueError(f"{path}: not an active set file ({error})") from None
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an active set file (format {header.get('format')!r})")
-    if header.get("version") not in (1, VERSION):
-        raise ValueError(f"{path}: active set format version {header.get('version')}, this program reads 1 to "
-                         f"{VERSION}")
     active_set = ActiveSet(mode=header["mode"], parameters=header["parameters"], fingerprint=header["fingerprint"],
                            parameter_count=int(header["parameter_count"]),
                            species=None if header["species"] is None else tuple(header["species"]),
