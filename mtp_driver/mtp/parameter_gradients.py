@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import simd
 from .kernels import (LANES, backpropagate_contraction_lanes, contract_moment_lanes, contract_moments,
                       neighbour_features)
 
@@ -40,18 +41,14 @@ def contract_tangent_lanes(moments, tangents, layout):
     start, left, right, mult = layout.product_start, layout.product_left, layout.product_right, layout.product_mult
     targets = layout.product_targets
     one = np.uint64(1)
-    total = np.empty(LANES)
     for k in range(np.uint64(targets.shape[0])):
-        total[:] = 0.0
+        total = simd.broadcast(0.0)
         for t in range(start[k], start[k + one]):
-            c = mult[t]
-            moment_left = moments[left[t]]
-            moment_right = moments[right[t]]
-            tangent_left = tangents[left[t]]
-            tangent_right = tangents[right[t]]
-            for w in range(LANES):
-                total[w] += c * (tangent_left[w] * moment_right[w] + moment_left[w] * tangent_right[w])
-        tangents[targets[k]] = total
+            a, b = left[t], right[t]
+            both = simd.add(simd.multiply(simd.load_row(tangents, a), simd.load_row(moments, b)),
+                            simd.multiply(simd.load_row(moments, a), simd.load_row(tangents, b)))
+            total = simd.add(total, simd.multiply(simd.broadcast(mult[t]), both))
+        simd.store_row(tangents, targets[k], total)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -64,19 +61,17 @@ def backpropagate_tangent_lanes(moments, tangents, adjoint, second_adjoint, layo
     one = np.uint64(1)
     for kk in range(n_targets):
         k = n_targets - one - kk
-        g = adjoint[targets[k]]
-        h = second_adjoint[targets[k]]
+        g = simd.load_row(adjoint, targets[k])
+        h = simd.load_row(second_adjoint, targets[k])
         for t in range(start[k], start[k + one]):
-            c = mult[t]
-            moment_left = moments[left[t]]
-            moment_right = moments[right[t]]
-            tangent_left = tangents[left[t]]
-            tangent_right = tangents[right[t]]
-            second_left = second_adjoint[left[t]]
-            second_right = second_adjoint[right[t]]
-            for w in range(LANES):
-                second_left[w] += c * (h[w] * moment_right[w] + g[w] * tangent_right[w])
-                second_right[w] += c * (h[w] * moment_left[w] + g[w] * tangent_left[w])
+            c = simd.broadcast(mult[t])
+            a, b = left[t], right[t]  # separate read-modify-writes: a == b for squares
+            to_left = simd.add(simd.multiply(h, simd.load_row(moments, b)),
+                               simd.multiply(g, simd.load_row(tangents, b)))
+            simd.store_row(second_adjoint, a, simd.add(simd.load_row(second_adjoint, a), simd.multiply(c, to_left)))
+            to_right = simd.add(simd.multiply(h, simd.load_row(moments, a)),
+                                simd.multiply(g, simd.load_row(tangents, a)))
+            simd.store_row(second_adjoint, b, simd.add(simd.load_row(second_adjoint, b), simd.multiply(c, to_right)))
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
