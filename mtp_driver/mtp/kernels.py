@@ -128,56 +128,71 @@ def backpropagate_contraction_lanes(moments, adjoint, layout):
                                                 simd.multiply(gm, simd.load_row(moments, a))))
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def monomial_sums(adjoint, raised_x, raised_y, raised_z, monomials, length, raised_length):
-    """For one radial function and one neighbour: sum_m A[m] u^m and its derivatives along the unit-vector
-    components, sum_m A[m] d(u^m)/du_x = sum_l raised_x[l] u^l (and y, z). Reassociation (measured: same
-    values to 1e-14 relative) lets these dot products vectorise."""
-    value = 0.0
-    gx = 0.0
-    gy = 0.0
-    gz = 0.0
-    for m in range(raised_length):
-        u = monomials[m]
-        value += adjoint[m] * u
-        gx += raised_x[m] * u
-        gy += raised_y[m] * u
-        gz += raised_z[m] * u
-    for m in range(raised_length, length):
-        value += adjoint[m] * monomials[m]
-    return value, gx, gy, gz
-
-
 @njit(cache=True, fastmath=False, inline="always")
-def site_scratch(layout, n_radial, n_rb, max_neighbors):
-    """Per-thread work arrays of `site_energies_and_gradients` (allocated once per block of atoms); the
-    neighbour features are kept per lane until the lane's adjoints are known."""
+def site_scratch(layout, n_radial, n_rb, columns):
+    """Per-thread work arrays of `site_energies_and_gradients` (allocated once per block of atoms). A site's
+    neighbours are the columns of its arrays (zero-padded to `columns`, a multiple of LANES), kept per lane
+    until the lane's adjoints are known."""
     n_mono = layout.monomial_parent.shape[0]
     return (np.zeros((layout.moments_count, LANES)), np.empty((layout.moments_count, LANES)),  # moments, adjoint
             np.empty((n_radial, n_mono)),  # basic moments, then their adjoints, as [mu, monomial]
             np.empty((3, n_radial, n_mono)),  # the adjoints moved to the lowered monomials, per axis
-            np.empty((LANES, max_neighbors, n_radial)), np.empty((LANES, max_neighbors, n_radial)),  # f_mu, f'_mu
-            np.empty((LANES, max_neighbors, n_mono)),  # u^m
-            np.empty((LANES, max_neighbors)), np.empty((LANES, max_neighbors, 3)),  # 1/r, u
-            np.empty((LANES, max_neighbors, n_rb)), np.empty(n_rb))  # Chebyshev values, derivatives
+            np.empty((LANES, n_radial, columns)), np.empty((LANES, n_radial, columns)),  # f_mu, f'_mu
+            np.empty((LANES, n_mono, columns)),  # u^m
+            np.empty((LANES, 4, columns)),  # u and 1/r (0 beyond the cutoff)
+            np.empty((LANES, columns, n_rb)), np.empty(n_rb),  # Chebyshev values, derivatives
+            np.empty((4, columns)), np.empty((n_radial, columns)))  # gradient parts, dV_i/df_mu
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def site_basic_moments(ti, start, count, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs,
-                       layout, rb_values, rb_derivatives, radial, radial_deriv, monomials, units, inv_r, dense):
-    """Forward pass of one site up to the basic moments, dense[mu, monomial]; keeps the neighbour features."""
-    prefix = layout.prefix_length
-    dense[:, :] = 0.0
-    for jj in range(count):
-        inv_r[jj] = neighbour_features(start + jj, ti, neighbor_types, vectors, min_dist, max_dist, scaling,
-                                       radial_coeffs, layout, rb_values[jj], rb_derivatives, radial[jj],
-                                       radial_deriv[jj], monomials[jj], units[jj])
-        if inv_r[jj] == 0.0:  # beyond the cutoff (Verlet skin): its monomials were not computed
-            continue
-        for mu in range(radial.shape[1]):
-            f = radial[jj, mu]
-            for m in range(prefix[mu]):
-                dense[mu, m] += f * monomials[jj, m]
+def site_features(ti, start, count, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs, layout,
+                  rb_values, rb_derivatives, radial, radial_deriv, geometry, monomials, dense):
+    """Forward pass of one site up to its basic moments dense[mu, monomial], neighbours as SIMD lanes: column
+    jj holds f_mu(r), f'_mu(r), u, 1/r and u^m of neighbour jj; a neighbour beyond the cutoff (Verlet skin)
+    and the padding columns are zero, so they add nothing."""
+    n_radial = radial.shape[0]
+    padded = (count + LANES - 1) // LANES * LANES
+    for jj in range(padded):
+        inv_r = 0.0
+        if jj < count:
+            p = start + jj
+            dx, dy, dz = vectors[p, 0], vectors[p, 1], vectors[p, 2]
+            r = np.sqrt(dx * dx + dy * dy + dz * dz)
+            if r < max_dist:
+                inv_r = 1.0 / r
+                values = rb_values[jj]
+                chebyshev_radial_basis(r, min_dist, max_dist, scaling, values, rb_derivatives)
+                tj = neighbor_types[p]
+                for mu in range(n_radial):
+                    value = 0.0
+                    deriv = 0.0
+                    for beta in range(values.shape[0]):
+                        c = radial_coeffs[ti, tj, mu, beta]
+                        value += c * values[beta]
+                        deriv += c * rb_derivatives[beta]
+                    radial[mu, jj] = value
+                    radial_deriv[mu, jj] = deriv
+                geometry[0, jj] = dx * inv_r
+                geometry[1, jj] = dy * inv_r
+                geometry[2, jj] = dz * inv_r
+        if inv_r == 0.0:
+            radial[:, jj] = 0.0
+            radial_deriv[:, jj] = 0.0
+            geometry[:3, jj] = 0.0
+        geometry[3, jj] = inv_r
+    parent, axis, prefix = layout.monomial_parent, layout.monomial_axis, layout.prefix_length
+    for c in range(0, padded, LANES):
+        simd.store(monomials, 0, c, simd.broadcast(1.0))
+    for m in range(1, monomials.shape[0]):
+        q, ax = parent[m], axis[m]
+        for c in range(0, padded, LANES):
+            simd.store(monomials, m, c, simd.multiply(simd.load(monomials, q, c), simd.load(geometry, ax, c)))
+    for mu in range(n_radial):
+        for m in range(prefix[mu]):
+            total = simd.broadcast(0.0)
+            for c in range(0, padded, LANES):
+                total = simd.add(total, simd.multiply(simd.load(radial, mu, c), simd.load(monomials, m, c)))
+            dense[mu, m] = simd.lane_sum(total)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -194,6 +209,41 @@ def raise_adjoints(adjoint, lane, layout, dense, raised):
                 raised[ax, mu, m] = layout.raise_power[ax, m] * dense[mu, layout.raise_monomial[ax, m]]
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def site_gradient_parts(count, layout, dense, raised, radial, radial_deriv, monomials, parts, values):
+    """Per neighbour column jj of one site (after `raise_adjoints`): parts[0] = sum_mu f'_mu V_mu, parts[1:4] =
+    sum_mu f_mu grad_u V_mu with V_mu = sum_m A[mu, m] u^m, and values[mu] = V_mu = dV_i/df_mu(r_ij)."""
+    prefix, raised_length = layout.prefix_length, layout.raised_length
+    for c in range(0, (count + LANES - 1) // LANES * LANES, LANES):
+        radial_part = simd.broadcast(0.0)
+        gx = simd.broadcast(0.0)
+        gy = simd.broadcast(0.0)
+        gz = simd.broadcast(0.0)
+        for mu in range(radial.shape[0]):
+            value = simd.broadcast(0.0)
+            sx = simd.broadcast(0.0)
+            sy = simd.broadcast(0.0)
+            sz = simd.broadcast(0.0)
+            for m in range(raised_length[mu]):
+                u = simd.load(monomials, m, c)
+                value = simd.add(value, simd.multiply(simd.broadcast(dense[mu, m]), u))
+                sx = simd.add(sx, simd.multiply(simd.broadcast(raised[0, mu, m]), u))
+                sy = simd.add(sy, simd.multiply(simd.broadcast(raised[1, mu, m]), u))
+                sz = simd.add(sz, simd.multiply(simd.broadcast(raised[2, mu, m]), u))
+            for m in range(raised_length[mu], prefix[mu]):
+                value = simd.add(value, simd.multiply(simd.broadcast(dense[mu, m]), simd.load(monomials, m, c)))
+            simd.store(values, mu, c, value)
+            radial_part = simd.add(radial_part, simd.multiply(simd.load(radial_deriv, mu, c), value))
+            f = simd.load(radial, mu, c)
+            gx = simd.add(gx, simd.multiply(f, sx))
+            gy = simd.add(gy, simd.multiply(f, sy))
+            gz = simd.add(gz, simd.multiply(f, sz))
+        simd.store(parts, 0, c, radial_part)
+        simd.store(parts, 1, c, gx)
+        simd.store(parts, 2, c, gy)
+        simd.store(parts, 3, c, gz)
+
+
 @njit(cache=True, fastmath=False, parallel=True)
 def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
                                 radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
@@ -204,22 +254,23 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     n_species = radial_coeffs.shape[0]
     n_radial = radial_coeffs.shape[2]
     n_rb = radial_coeffs.shape[3]
-    prefix, raised_length, mapping = layout.prefix_length, layout.raised_length, layout.mapping
+    mapping = layout.mapping
     n_basic = layout.basic_mu.shape[0]
     with_rows = site_rows.shape[0] > 0
     species_start = n_species * n_species * n_radial * n_rb
     moment_start = species_start + n_species
+    columns = (max_neighbors + LANES - 1) // LANES * LANES
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     for block in prange(n_blocks):
-        (moments, adjoint, dense, raised, radial, radial_deriv, monomials, inv_r, units, rb_values,
-         rb_derivatives) = site_scratch(layout, n_radial, n_rb, max_neighbors)
+        (moments, adjoint, dense, raised, radial, radial_deriv, monomials, geometry, rb_values, rb_derivatives,
+         parts, values) = site_scratch(layout, n_radial, n_rb, columns)
         for first in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK), LANES):
             lanes = min(LANES, n_atoms - first)
             for w in range(lanes):  # unused lanes of a last short group hold finite values nothing reads
                 i = first + w
-                site_basic_moments(types[i], offsets[i], offsets[i + 1] - offsets[i], neighbor_types, vectors,
-                                   min_dist, max_dist, scaling, radial_coeffs, layout, rb_values[w], rb_derivatives,
-                                   radial[w], radial_deriv[w], monomials[w], units[w], inv_r[w], dense)
+                site_features(types[i], offsets[i], offsets[i + 1] - offsets[i], neighbor_types, vectors, min_dist,
+                              max_dist, scaling, radial_coeffs, layout, rb_values[w], rb_derivatives, radial[w],
+                              radial_deriv[w], geometry[w], monomials[w], dense)
                 for b in range(n_basic):
                     moments[b, w] = dense[layout.basic_mu[b], layout.basic_monomial[b]]
             contract_moment_lanes(moments, layout)
@@ -236,46 +287,32 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                 i = first + w
                 ti = types[i]
                 start = offsets[i]
+                count = offsets[i + 1] - start
+                raise_adjoints(adjoint, w, layout, dense, raised)
+                site_gradient_parts(count, layout, dense, raised, radial[w], radial_deriv[w], monomials[w], parts,
+                                    values)
+                for jj in range(count):
+                    p = start + jj
+                    ux, uy, uz, ir = geometry[w, 0, jj], geometry[w, 1, jj], geometry[w, 2, jj], geometry[w, 3, jj]
+                    # d/dd of f(r) u^m = f'(r) u^m u + f(r)/r (grad_u u^m - deg(m) u^m u), and
+                    # sum_m deg(m) A_m u^m = u . grad_u (sum_m A_m u^m) for homogeneous monomials
+                    along = parts[0, jj] - ir * (parts[1, jj] * ux + parts[2, jj] * uy + parts[3, jj] * uz)
+                    pair_gradients[p, 0] = along * ux + parts[1, jj] * ir
+                    pair_gradients[p, 1] = along * uy + parts[2, jj] * ir
+                    pair_gradients[p, 2] = along * uz + parts[3, jj] * ir
                 if with_rows:
                     row = site_rows[i]
                     row[:] = 0.0
                     row[species_start + ti] = 1.0
                     for s in range(mapping.shape[0]):
                         row[moment_start + s] = moments[mapping[s], w]
-                raise_adjoints(adjoint, w, layout, dense, raised)
-                for jj in range(offsets[i + 1] - start):
-                    p = start + jj
-                    ir = inv_r[w, jj]
-                    if ir == 0.0:
-                        pair_gradients[p, 0] = 0.0
-                        pair_gradients[p, 1] = 0.0
-                        pair_gradients[p, 2] = 0.0
-                        continue
-                    # d/dd of f(r) u^m = f'(r) u^m u + f(r)/r (grad_u u^m - deg(m) u^m u), and
-                    # sum_m deg(m) A_m u^m = u . grad_u (sum_m A_m u^m) for homogeneous monomials
-                    radial_part = 0.0
-                    gx = 0.0
-                    gy = 0.0
-                    gz = 0.0
-                    pair_row = ((ti * n_species + neighbor_types[p]) * n_radial) * n_rb
-                    for mu in range(n_radial):
-                        value, sx, sy, sz = monomial_sums(dense[mu], raised[0, mu], raised[1, mu], raised[2, mu],
-                                                          monomials[w, jj], prefix[mu], raised_length[mu])
-                        f = radial[w, jj, mu]
-                        radial_part += radial_deriv[w, jj, mu] * value
-                        gx += f * sx
-                        gy += f * sy
-                        gz += f * sz
-                        if with_rows:  # value = dV_i/df_mu(r_ij)
+                    for jj in range(count):
+                        if geometry[w, 3, jj] == 0.0:
+                            continue
+                        pair_row = ((ti * n_species + neighbor_types[start + jj]) * n_radial) * n_rb
+                        for mu in range(n_radial):  # values[mu, jj] = dV_i/df_mu(r_ij)
                             for beta in range(n_rb):
-                                row[pair_row + mu * n_rb + beta] += value * rb_values[w, jj, beta]
-                    ux = units[w, jj, 0]
-                    uy = units[w, jj, 1]
-                    uz = units[w, jj, 2]
-                    along = radial_part - ir * (gx * ux + gy * uy + gz * uz)
-                    pair_gradients[p, 0] = along * ux + gx * ir
-                    pair_gradients[p, 1] = along * uy + gy * ir
-                    pair_gradients[p, 2] = along * uz + gz * ir
+                                row[pair_row + mu * n_rb + beta] += values[mu, jj] * rb_values[w, jj, beta]
 
 
 @njit(cache=True, fastmath=False)

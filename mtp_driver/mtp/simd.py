@@ -35,19 +35,26 @@ class _LaneVectorModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VECTOR)
 
 
-def _row_pointer(context, builder, array_type, array, row):
-    """Address of array[row, 0] as a vector pointer (the row stride is the array's own)."""
+def _pointer(context, builder, array_type, array, row, column=None):
+    """Address of array[row, column] (column 0 when None) as a vector pointer."""
     view = context.make_array(array_type)(context, builder, array)
     stride = builder.extract_value(view.strides, 0)
-    offset = builder.mul(builder.zext(row, stride.type) if row.type.width < stride.type.width else row, stride)
+
+    def widened(index):
+        return builder.zext(index, stride.type) if index.type.width < stride.type.width else index
+
+    offset = builder.mul(widened(row), stride)
+    if column is not None:
+        offset = builder.add(offset, builder.mul(widened(column), ir.Constant(stride.type, 8)))
     start = builder.gep(builder.bitcast(view.data, ir.IntType(8).as_pointer()), [offset])
     return builder.bitcast(start, _VECTOR.as_pointer())
 
 
-def _check_rows(array, row):
+def _check_rows(array, *indices):
     if not (isinstance(array, types.Array) and array.dtype == types.float64 and array.ndim == 2
-            and array.layout == "C" and isinstance(row, types.Integer)):
-        raise TypeError(f"a lane row needs a C-contiguous 2-d float64 array and an integer row, got {array}, {row}")
+            and array.layout == "C" and all(isinstance(index, types.Integer) for index in indices)):
+        raise TypeError(f"lane vectors need a C-contiguous 2-d float64 array and integer indices, got {array}, "
+                        f"{indices}")
 
 
 @intrinsic
@@ -56,7 +63,7 @@ def load_row(typingctx, array, row):
     _check_rows(array, row)
 
     def codegen(context, builder, signature, args):
-        return builder.load(_row_pointer(context, builder, signature.args[0], *args), align=8)
+        return builder.load(_pointer(context, builder, signature.args[0], *args), align=8)
 
     return lane_vector(array, row), codegen
 
@@ -67,10 +74,46 @@ def store_row(typingctx, array, row, value):
     _check_rows(array, row)
 
     def codegen(context, builder, signature, args):
-        builder.store(args[2], _row_pointer(context, builder, signature.args[0], args[0], args[1]), align=8)
+        builder.store(args[2], _pointer(context, builder, signature.args[0], args[0], args[1]), align=8)
         return context.get_dummy_value()
 
     return types.none(array, row, lane_vector), codegen
+
+
+@intrinsic
+def load(typingctx, array, row, column):
+    """array[row, column:column + LANES] as a vector."""
+    _check_rows(array, row, column)
+
+    def codegen(context, builder, signature, args):
+        return builder.load(_pointer(context, builder, signature.args[0], *args), align=8)
+
+    return lane_vector(array, row, column), codegen
+
+
+@intrinsic
+def store(typingctx, array, row, column, value):
+    """array[row, column:column + LANES] = value."""
+    _check_rows(array, row, column)
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[3], _pointer(context, builder, signature.args[0], *args[:3]), align=8)
+        return context.get_dummy_value()
+
+    return types.none(array, row, column, lane_vector), codegen
+
+
+@intrinsic
+def lane_sum(typingctx, vector):
+    """(v0 + v1) + (v2 + v3): the lanes' sum as a float64."""
+
+    def codegen(context, builder, signature, args):
+        lanes = [builder.extract_element(args[0], ir.Constant(ir.IntType(32), w)) for w in range(LANES)]
+        while len(lanes) > 1:
+            lanes = [builder.fadd(lanes[w], lanes[w + 1]) for w in range(0, len(lanes), 2)]
+        return lanes[0]
+
+    return types.float64(lane_vector), codegen
 
 
 @intrinsic
