@@ -16,7 +16,7 @@ from .io.species import checked_species, foreign_symbols
 from .mtp.evaluate import evaluate
 from .mtp.layout import kernel_layout
 from .mtp.model import MTP
-from .mtp.neighbors import build_neighbor_list
+from .mtp.neighbors import SkinNeighborList
 
 
 class CloseContactError(ValueError):
@@ -68,6 +68,10 @@ class MTPCalculator(Calculator):
     active_set:
         An `mtp_driver.active.ActiveSet` built for this potential, or the path of one saved with
         `save_active_set`. Then every call also grades the structure, in the same kernel pass.
+    skin:
+        Å: pairs are searched within the cutoff + skin and reused while no atom moved more than
+        skin / 2 and the cell is the same (MD and relaxation steps); 0 searches at every call.
+        The results are the same either way (to rounding).
 
     Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å) and,
     for cells with three lattice vectors, ``stress`` (eV/Å³, ASE sign and Voigt order). With an
@@ -78,7 +82,7 @@ class MTPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential: str | os.PathLike | MTP, species=None, close_contact_factor: float = 0.75,
-                 active_set=None, **kwargs):
+                 active_set=None, skin: float = 0.3, **kwargs):
         super().__init__(**kwargs)
         if isinstance(potential, MTP):
             self.mtp = potential
@@ -103,6 +107,7 @@ class MTPCalculator(Calculator):
         self.close_contact_factor = close_contact_factor
         self._types: tuple[bytes, np.ndarray] = (b"", np.zeros(0, dtype=np.int64))
         self.layout = kernel_layout(self.mtp)
+        self.neighbor_lists = SkinNeighborList(self.mtp.max_dist, skin)
         self.active_set = None if active_set is None else self._checked_active_set(active_set)
         if self.active_set is not None:
             self.implemented_properties = type(self).implemented_properties + ["extrapolation_grade"] + (
@@ -162,7 +167,7 @@ class MTPCalculator(Calculator):
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
         pbc = np.asarray(pbc, dtype=bool)
-        neighbor_list = build_neighbor_list(positions, cell, pbc, self.mtp.max_dist)
+        neighbor_list = self.neighbor_lists.update(positions, cell, pbc)
         check_close_contacts(neighbor_list, self.mtp.min_dist, self.close_contact_factor)
         site_rows = None if self.active_set is None else np.empty((len(types), self.mtp.parameter_count))
         result = evaluate(self.mtp, types, neighbor_list, self.layout, site_rows)

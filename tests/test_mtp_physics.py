@@ -221,3 +221,42 @@ def test_pairs_beyond_cutoff_in_the_list_change_nothing(calculator):
                       calculator.layout)
     assert abs(exact.energy - longer.energy) < 1e-10
     assert np.abs(exact.forces - longer.forces).max() < 1e-11
+
+
+def test_a_reused_skin_list_gives_the_results_of_a_new_search():
+    """Along an MD run the calculator's skin list is searched again only when an atom moved more than
+    skin / 2 or the cell changed, and every step's results equal those of a calculator searching every time."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from mtp_driver.mtp.neighbors import SkinNeighborList
+
+    atoms = alloy(seed=4)
+    skin, fresh = MTPCalculator(QUATERNARY, species=SPECIES), MTPCalculator(QUATERNARY, species=SPECIES, skin=0.0)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=2000, rng=np.random.default_rng(1))
+    atoms.calc = skin
+    dynamics = VelocityVerlet(atoms, timestep=2.0 * units.fs)
+    moved = 0.0
+    start = atoms.positions.copy()
+    for _ in range(30):
+        dynamics.run(1)
+        expected = fresh.evaluate(atoms.positions, atoms.cell.array, atoms.pbc, fresh.types_of(atoms))
+        assert abs(atoms.get_potential_energy() - expected.energy) < 1e-10
+        assert np.abs(atoms.get_forces() - expected.forces).max() < 1e-11
+        assert np.abs(atoms.get_stress() - expected.stress).max() < 1e-12
+        moved = max(moved, np.linalg.norm(atoms.positions - start, axis=1).max())
+    assert moved > 0.3, "the run must move atoms beyond the skin to test a new search"
+    assert 2 <= skin.neighbor_lists.searches < 15, skin.neighbor_lists.searches
+
+    lists = SkinNeighborList(5.0, skin=0.3)
+    lists.update(atoms.positions, atoms.cell.array, atoms.pbc)
+    lists.update(atoms.positions + 0.086, atoms.cell.array, atoms.pbc)  # every atom moved 0.149 Å: reused
+    assert lists.searches == 1
+    shifted = atoms.positions.copy()
+    shifted[3] += [0.0, 0.0, 0.151]  # one atom moved more than skin / 2
+    lists.update(shifted, atoms.cell.array, atoms.pbc)
+    assert lists.searches == 2
+    lists.update(shifted, atoms.cell.array * 1.0001, atoms.pbc)  # another cell
+    lists.update(shifted, atoms.cell.array * 1.0001, [True, True, False])  # another periodicity
+    assert lists.searches == 4

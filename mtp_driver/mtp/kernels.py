@@ -25,6 +25,7 @@ from . import simd
 from .simd import LANES  # atoms whose moment products are contracted together, one SIMD lane each
 
 BLOCK = 32  # atoms per parallel work item: amortises scratch allocation (a multiple of LANES)
+FORCE_CHUNKS = 8  # pair ranges whose forces are summed in parallel, then in this fixed order
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -315,18 +316,30 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                                 row[pair_row + mu * n_rb + beta] += values[mu, jj] * rb_values[w, jj, beta]
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def forces_and_virial(n_atoms, centers, neighbors, vectors, pair_gradients):
-    """Forces F = -dE/dr (eV/Å) and the strain derivative W_ab = sum_p g_a d_b (eV) = V * stress (ASE sign)."""
-    forces = np.zeros((n_atoms, 3))
-    strain_derivative = np.zeros((3, 3))
-    for p in range(centers.shape[0]):
-        i = centers[p]
-        j = neighbors[p]
-        for a in range(3):
-            g = pair_gradients[p, a]
-            forces[i, a] += g
-            forces[j, a] -= g
-            for b in range(3):
-                strain_derivative[a, b] += g * vectors[p, b]
-    return forces, strain_derivative
+    """Forces F = -dE/dr (eV/Å) and the strain derivative W_ab = sum_p g_a d_b (eV) = V * stress (ASE sign).
+    The pairs are split into FORCE_CHUNKS ranges summed in parallel and then in a fixed order, so the result
+    does not depend on the thread count."""
+    n_pairs = centers.shape[0]
+    chunk = (n_pairs + FORCE_CHUNKS - 1) // FORCE_CHUNKS
+    forces = np.zeros((FORCE_CHUNKS, n_atoms, 3))
+    strain_derivative = np.zeros((FORCE_CHUNKS, 3, 3))
+    for c in prange(FORCE_CHUNKS):
+        part = forces[c]
+        strain = strain_derivative[c]
+        for p in range(c * chunk, min(n_pairs, (c + 1) * chunk)):
+            i = centers[p]
+            j = neighbors[p]
+            for a in range(3):
+                g = pair_gradients[p, a]
+                part[i, a] += g
+                part[j, a] -= g
+                for b in range(3):
+                    strain[a, b] += g * vectors[p, b]
+    total = forces[0].copy()
+    total_strain = strain_derivative[0].copy()
+    for c in range(1, FORCE_CHUNKS):
+        total += forces[c]
+        total_strain += strain_derivative[c]
+    return total, total_strain
