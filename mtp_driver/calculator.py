@@ -12,6 +12,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
 
+from .geometry import cell_volume
 from .io.species import checked_species, foreign_symbols
 from .mtp.evaluate import evaluate
 from .mtp.layout import kernel_layout
@@ -172,7 +173,7 @@ class MTPCalculator(Calculator):
         site_rows = None if self.active_set is None else np.empty((len(types), self.mtp.parameter_count))
         result = evaluate(self.mtp, types, neighbor_list, self.layout, site_rows)
         grade, atom_grades = (None, None) if site_rows is None else self._grades(site_rows)
-        volume = abs(np.linalg.det(cell))
+        volume = cell_volume(cell)
         stress, virial = None, np.zeros((3, 3))
         if pbc.any() and volume > 0.0:
             symmetric = 0.5 * (result.strain_derivative + result.strain_derivative.T)

@@ -133,6 +133,12 @@ def _name(i: int, periodic) -> str:
     return f"height {AXES[i]}" if periodic[i] else f"atoms' spread along {'xyz'[i]}"
 
 
+def cell_volume(cell) -> float:
+    """|det(cell)| in Å^3 as a triple product: np.linalg.det would wake LAPACK's threads (spinning on the
+    cores the kernels use) on every force call."""
+    return abs(_dot(cell[0], _cross(cell[1], cell[2])))
+
+
 def _cross(u, v) -> tuple:
     return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
 

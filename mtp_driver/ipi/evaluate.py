@@ -15,6 +15,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from mtp_driver.geometry import cell_volume
 from mtp_driver.potential import Potential
 from mtp_driver.ipi.units import geometry_from_wire, results_to_wire
 
@@ -153,7 +154,7 @@ class Evaluator:
         return (*results_to_wire(energy, forces, virial), self._extras_json(extras))
 
     def _pbc_for(self, cell: np.ndarray) -> np.ndarray:
-        volume = abs(np.linalg.det(cell))
+        volume = cell_volume(cell)
         if self.pbc is None:
             return np.full(3, volume > 1e-12)
         if self.pbc.all() and volume <= 1e-12:

@@ -3,6 +3,7 @@ atoms move little (MD steps, relaxation steps)."""
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -67,18 +68,18 @@ class SkinNeighborList:
             raise ValueError("the skin must be >= 0 Å")
         self.cutoff = float(cutoff)
         self.skin = float(skin)
-        self.pairs: _SkinPairs | None = None
-        self.searches = 0  # vesin searches made (for tests and benchmarks)
+        self._local = threading.local()
+        self.searches = 0  # vesin searches made, all threads (for tests and benchmarks)
 
     def update(self, positions, cell, pbc) -> NeighborList:
         """The neighbour list of this structure (Å), like `build_neighbor_list(positions, cell, pbc, cutoff)`."""
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         cell = np.array(cell, dtype=np.float64).reshape(3, 3)
         pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-        pairs = self.pairs
+        pairs = getattr(self._local, "pairs", None)
         if self.skin == 0.0 or pairs is None or not self._still_valid(pairs, positions, cell, pbc):
             pairs = self._search(positions, cell, pbc)
-            self.pairs = pairs
+            self._local.pairs = pairs
         return NeighborList(*pairs_within(positions, pairs.cell, pairs.centers, pairs.neighbors, pairs.shifts,
                                           pairs.offsets, self.cutoff))
 

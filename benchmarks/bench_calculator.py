@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Energy + forces + stress as a user gets them: `MTPCalculator` against motep's ASE calculator (issue 18).
+
+Systems (the issue's): bcc Li, 2000 atoms, with mlearn's published level-16 Li.mtp, and diamond Ge,
+1728 atoms, with the published level-24 Ge.mtp (Zuo et al. 2020, their own cutoffs). Each call sees
+the previous positions moved by a Gaussian of 0.01 Å per coordinate (an MD step's size, the same
+sequence for both codes), so both calculators may reuse their neighbour lists as in MD: ours
+(a 0.3 Å skin) and motep's (ASE's PrimitiveNeighborList, 0.3 Å skin). Each code's round is a fresh
+process: a warm-up call, then CALLS timed calls; the codes alternate over --rounds rounds (the
+machine is noisy) and the best round's median counts. Wall time and the process's CPU time (every
+thread) per atom and call are printed; motep 0.2.0 runs its C engine (`cext`, one thread), ours one
+thread (`NUMBA_NUM_THREADS=1`) and two.
+
+    python benchmarks/bench_calculator.py              # 3 rounds, about 3 minutes on 2 cores
+    python benchmarks/bench_calculator.py --rounds 5
+
+motep is installed into benchmarks/.venv-motep on first use (as by bench_efs.py). No timed
+assertions: it only prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_efs import (RESULT_TAG, base_python, busy_cpu_seconds, children_cpu_seconds, emit, ensure_motep_venv,
+                       log, machine_info, single_thread_env)
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DATA = Path(os.environ.get("MTP_BENCH_DATA", REPO.parent / "shared" / "data" / "mlearn_zuo2020" / "fitted_mtp"))
+SYSTEMS = {  # name: (potential, level, lattice, a (Å), cubic cells repeated)
+    "Li": (DATA / "Li.mtp", 16, "bcc", 3.44, 10),
+    "Ge": (DATA / "Ge.mtp", 24, "diamond", 5.658, 6),
+}
+CALLS = 10
+STEP = 0.01  # Å per coordinate and call
+SEED = 18
+PROPERTIES = ["energy", "forces", "stress"]
+
+
+def structures(name: str, calls: int):
+    """The start structure and the positions of each call (warm-up first)."""
+    from ase.build import bulk
+
+    _, _, lattice, a, repeat = SYSTEMS[name]
+    atoms = bulk(name, lattice, a=a, cubic=True).repeat(repeat)
+    rng = np.random.default_rng(SEED)
+    atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+    steps = rng.normal(scale=STEP, size=(calls + 1, *atoms.positions.shape))
+    return atoms, atoms.positions + np.cumsum(steps, axis=0)
+
+
+def worker(code: str, name: str, calls: int) -> None:
+    """One round of one code: a warm-up call, then `calls` timed calls on moving positions."""
+    potential, *_ = SYSTEMS[name]
+    atoms, positions = structures(name, calls)
+    if code == "ours":
+        from mtp_driver import MTPCalculator
+
+        calculator = MTPCalculator(potential, species=[name])
+    else:
+        from motep.calculator import MTP as MotepCalculator
+        from motep.io.mlip.mtp import read_mtp
+
+        data = read_mtp(potential)
+        data.species = [int(atoms.numbers[0])]
+        calculator = MotepCalculator(data, engine="cext")
+    walls, cpus, energies = [], [], []
+    for k, moved in enumerate(positions):
+        atoms.positions = moved
+        wall, cpu = time.perf_counter(), time.process_time()
+        calculator.calculate(atoms, PROPERTIES)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if k:  # the first call is the warm-up (JIT cache load, first neighbour search)
+            walls.append(wall)
+            cpus.append(cpu)
+        energies.append(float(calculator.results["energy"]))
+    emit(dict(code=code, system=name, atoms=len(atoms), wall_us=1e6 * statistics.median(walls) / len(atoms),
+              cpu_us=1e6 * statistics.median(cpus) / len(atoms), energies=energies,
+              max_force=float(np.abs(calculator.results["forces"]).max())))
+
+
+def run_round(python: str, code: str, name: str, threads: int, calls: int) -> dict:
+    env = dict(os.environ, **single_thread_env(), NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    if code == "ours":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    command = [python, str(Path(__file__).resolve()), "--worker", code, name, str(calls)]
+    wall, busy, own = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, start_new_session=True)
+    wall = time.perf_counter() - wall
+    for line in completed.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            result = json.loads(line[len(RESULT_TAG):])
+            result["other_cores"] = max(0.0, (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)) / wall
+            return result
+    raise RuntimeError(f"{code} on {name} failed:\n{(completed.stderr or completed.stdout)[-2000:]}")
+
+
+def cpu_description() -> str:
+    import numba
+    from numba.misc.numba_sysinfo import get_sysinfo
+
+    features = get_sysinfo().get("CPU Features", "").split()
+    simd = "AVX-512" if "avx512f" in features else "AVX2" if "avx2" in features else "no AVX2"
+    return f"{machine_info()}; LLVM target {numba.config.CPU_NAME or get_sysinfo().get('CPU Name')}, {simd}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--worker", nargs=3, metavar=("CODE", "SYSTEM", "CALLS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return 0
+    motep = ensure_motep_venv(base_python())
+    runs = [("ours", 1), ("ours", 2)] + ([("motep", 1)] if motep else [])
+    best: dict[tuple, dict] = {}
+    for name in args.systems:
+        for round_ in range(args.rounds):
+            for code, threads in runs:
+                result = run_round(sys.executable if code == "ours" else motep, code, name, threads, args.calls)
+                log(f"round {round_ + 1} {name} {code} {threads} thread(s): {result['wall_us']:.1f} us/atom wall, "
+                    f"{result['cpu_us']:.1f} CPU, other processes kept {result['other_cores']:.2f} cores busy")
+                key = (name, code, threads)
+                if key not in best or result["wall_us"] < best[key]["wall_us"]:
+                    best[key] = result
+    print(f"CPU: {cpu_description()}")
+    print(f"{'system':<22}{'motep / ours, 1 thread':>24}{'ours 2 threads / 1':>20}")
+    for name in args.systems:
+        ours, two = best[(name, "ours", 1)], best[(name, "ours", 2)]
+        ratio = f"{best[(name, 'motep', 1)]['wall_us'] / ours['wall_us']:.2f}x" if motep else "-"
+        label = f"{name} L{SYSTEMS[name][1]} {ours['atoms']} atoms"
+        print(f"{label:<22}{ratio:>24}{ours['wall_us'] / two['wall_us']:>19.2f}x")
+    print("\nbest round's median per atom and call, us (wall / CPU time of every thread):")
+    for (name, code, threads), result in best.items():
+        print(f"  {name} {code:<6}{threads} thread(s): {result['wall_us']:8.1f} / {result['cpu_us']:8.1f}   "
+              f"energy of the last call {result['energies'][-1]:.6f} eV, max |F| {result['max_force']:.4f} eV/Å, "
+              f"other processes {result['other_cores']:.2f} cores")
+    for name in args.systems:
+        if motep:
+            ours, theirs = (np.array(best[(name, code, 1)]["energies"]) for code in ("ours", "motep"))
+            print(f"  {name}: largest energy difference ours - motep over the calls "
+                  f"{np.abs(ours - theirs).max() / best[(name, 'ours', 1)]['atoms']:.2e} eV/atom")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
