@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .kernels import forces_and_virial, site_energies_and_gradients
+from .kernels import PARALLEL_PAIRS, forces_and_virial, forces_and_virial_parallel, site_energies_and_gradients
 from .layout import KernelLayout, kernel_layout
 from .model import MTP
 from .neighbors import NeighborList
@@ -40,7 +40,8 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     elif site_rows.shape != (n_atoms, mtp.parameter_count) or site_rows.dtype != np.float64:
         raise ValueError(f"site_rows must be a float64 array of shape {(n_atoms, mtp.parameter_count)}")
     site_energies_and_gradients(*arguments, site_rows)
-    forces, strain_derivative = forces_and_virial(
+    pair_forces = forces_and_virial_parallel if len(neighbor_list.centers) >= PARALLEL_PAIRS else forces_and_virial
+    forces, strain_derivative = pair_forces(
         n_atoms, neighbor_list.centers, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
     )
     return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative)

@@ -26,6 +26,7 @@ from .simd import LANES  # atoms whose moment products are contracted together, 
 
 BLOCK = 32  # atoms per parallel work item: amortises scratch allocation (a multiple of LANES)
 FORCE_CHUNKS = 8  # pair ranges whose forces are summed in parallel, then in this fixed order
+PARALLEL_PAIRS = 50_000  # below, a parallel region's start costs more than the pairs' forces (measured: 4 atoms)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -47,6 +48,17 @@ def chebyshev_radial_basis(r, min_dist, max_dist, scaling, values, derivatives):
 
 
 @njit(cache=True, fastmath=False, inline="always")
+def radial_function(coeffs, rb_values, rb_derivatives):
+    """f_mu(r) and f'_mu(r) of one neighbour from its Chebyshev values; coeffs = radial_coeffs[ti, tj, mu]."""
+    value = 0.0
+    deriv = 0.0
+    for beta in range(rb_values.shape[0]):
+        value += coeffs[beta] * rb_values[beta]
+        deriv += coeffs[beta] * rb_derivatives[beta]
+    return value, deriv
+
+
+@njit(cache=True, fastmath=False, inline="always")
 def neighbour_features(p, center_type, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs,
                        layout, rb_values, rb_derivatives, radial, radial_deriv, monomials, unit):
     """Radial functions f_mu(r), f'_mu(r) and unit-vector monomials of one neighbour; returns 1/r,
@@ -59,14 +71,7 @@ def neighbour_features(p, center_type, neighbor_types, vectors, min_dist, max_di
     chebyshev_radial_basis(r, min_dist, max_dist, scaling, rb_values, rb_derivatives)
     tj = neighbor_types[p]
     for mu in range(n_radial):
-        value = 0.0
-        deriv = 0.0
-        for beta in range(rb_values.shape[0]):
-            c = radial_coeffs[center_type, tj, mu, beta]
-            value += c * rb_values[beta]
-            deriv += c * rb_derivatives[beta]
-        radial[mu] = value
-        radial_deriv[mu] = deriv
+        radial[mu], radial_deriv[mu] = radial_function(radial_coeffs[center_type, tj, mu], rb_values, rb_derivatives)
     inv_r = 1.0 / r
     unit[0] = dx * inv_r
     unit[1] = dy * inv_r
@@ -165,14 +170,8 @@ def site_features(ti, start, count, neighbor_types, vectors, min_dist, max_dist,
                 chebyshev_radial_basis(r, min_dist, max_dist, scaling, values, rb_derivatives)
                 tj = neighbor_types[p]
                 for mu in range(n_radial):
-                    value = 0.0
-                    deriv = 0.0
-                    for beta in range(values.shape[0]):
-                        c = radial_coeffs[ti, tj, mu, beta]
-                        value += c * values[beta]
-                        deriv += c * rb_derivatives[beta]
-                    radial[mu, jj] = value
-                    radial_deriv[mu, jj] = deriv
+                    radial[mu, jj], radial_deriv[mu, jj] = radial_function(radial_coeffs[ti, tj, mu], values,
+                                                                           rb_derivatives)
                 geometry[0, jj] = dx * inv_r
                 geometry[1, jj] = dy * inv_r
                 geometry[2, jj] = dz * inv_r
@@ -316,27 +315,40 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                                 row[pair_row + mu * n_rb + beta] += values[mu, jj] * rb_values[w, jj, beta]
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=False, inline="always")
+def add_pair_forces(first, stop, centers, neighbors, vectors, pair_gradients, forces, strain_derivative):
+    """Pairs first..stop-1 into forces F = -dE/dr (eV/Å) and W_ab = sum_p g_a d_b (eV) = V * stress (ASE sign)."""
+    for p in range(first, stop):
+        i = centers[p]
+        j = neighbors[p]
+        for a in range(3):
+            g = pair_gradients[p, a]
+            forces[i, a] += g
+            forces[j, a] -= g
+            for b in range(3):
+                strain_derivative[a, b] += g * vectors[p, b]
+
+
+@njit(cache=True, fastmath=False)
 def forces_and_virial(n_atoms, centers, neighbors, vectors, pair_gradients):
-    """Forces F = -dE/dr (eV/Å) and the strain derivative W_ab = sum_p g_a d_b (eV) = V * stress (ASE sign).
-    The pairs are split into FORCE_CHUNKS ranges summed in parallel and then in a fixed order, so the result
-    does not depend on the thread count."""
+    """Forces (N, 3) and strain derivative (3, 3) of all pairs, in one thread."""
+    forces = np.zeros((n_atoms, 3))
+    strain_derivative = np.zeros((3, 3))
+    add_pair_forces(0, centers.shape[0], centers, neighbors, vectors, pair_gradients, forces, strain_derivative)
+    return forces, strain_derivative
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def forces_and_virial_parallel(n_atoms, centers, neighbors, vectors, pair_gradients):
+    """`forces_and_virial` for many pairs: FORCE_CHUNKS pair ranges summed in parallel and then in a fixed
+    order, so the result does not depend on the thread count."""
     n_pairs = centers.shape[0]
     chunk = (n_pairs + FORCE_CHUNKS - 1) // FORCE_CHUNKS
     forces = np.zeros((FORCE_CHUNKS, n_atoms, 3))
     strain_derivative = np.zeros((FORCE_CHUNKS, 3, 3))
     for c in prange(FORCE_CHUNKS):
-        part = forces[c]
-        strain = strain_derivative[c]
-        for p in range(c * chunk, min(n_pairs, (c + 1) * chunk)):
-            i = centers[p]
-            j = neighbors[p]
-            for a in range(3):
-                g = pair_gradients[p, a]
-                part[i, a] += g
-                part[j, a] -= g
-                for b in range(3):
-                    strain[a, b] += g * vectors[p, b]
+        add_pair_forces(c * chunk, min(n_pairs, (c + 1) * chunk), centers, neighbors, vectors, pair_gradients,
+                        forces[c], strain_derivative[c])
     total = forces[0].copy()
     total_strain = strain_derivative[0].copy()
     for c in range(1, FORCE_CHUNKS):
