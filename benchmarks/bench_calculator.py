@@ -11,7 +11,7 @@ machine is noisy) and the best round's median counts. Wall time and the process'
 thread) per atom and call are printed; motep 0.2.0 runs its C engine (`cext`, one thread), ours one
 thread (`NUMBA_NUM_THREADS=1`) and two.
 
-    python benchmarks/bench_calculator.py              # 3 rounds, about 3 minutes on 2 cores
+    python benchmarks/bench_calculator.py              # 3 rounds, about 5 minutes on 2 cores
     python benchmarks/bench_calculator.py --rounds 5
 
 motep is installed into benchmarks/.venv-motep on first use (as by bench_efs.py). No timed
@@ -41,7 +41,7 @@ SYSTEMS = {  # name: (potential, level, lattice, a (Å), cubic cells repeated)
     "Li": (DATA / "Li.mtp", 16, "bcc", 3.44, 10),
     "Ge": (DATA / "Ge.mtp", 24, "diamond", 5.658, 6),
 }
-CALLS = 10
+CALLS = 20
 STEP = 0.01  # Å per coordinate and call
 SEED = 18
 PROPERTIES = ["energy", "forces", "stress"]

@@ -26,14 +26,11 @@ class CloseContactError(ValueError):
 
 def check_close_contacts(neighbor_list, min_dist: float, close_contact_factor: float) -> None:
     """Raise CloseContactError if a pair of `neighbor_list` is closer than close_contact_factor x min_dist (Å)."""
-    if not len(neighbor_list.centers):
-        return
-    distances = neighbor_list.distances()
-    p = int(np.argmin(distances))
+    p, distance = neighbor_list.closest_pair()
     limit = close_contact_factor * min_dist
-    if distances[p] < limit:
+    if distance < limit:
         raise CloseContactError(
-            f"atoms {neighbor_list.centers[p]} and {neighbor_list.neighbors[p]} are {distances[p]:.4f} Å "
+            f"atoms {neighbor_list.centers[p]} and {neighbor_list.neighbors[p]} are {distance:.4f} Å "
             f"apart, closer than {close_contact_factor} x min_dist = {limit:.4f} Å of the potential: "
             "the structure is unphysical for this potential (or lower close_contact_factor)"
         )

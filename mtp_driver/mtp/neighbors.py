@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 import vesin
-from numba import njit
+from numba import njit, prange
 
 from mtp_driver.geometry import check_geometry
 
@@ -23,8 +23,9 @@ class NeighborList(NamedTuple):
     def max_neighbors(self) -> int:
         return int(np.diff(self.offsets).max()) if len(self.offsets) > 1 else 0
 
-    def distances(self) -> np.ndarray:
-        return np.sqrt(np.einsum("pa,pa->p", self.vectors, self.vectors))
+    def closest_pair(self) -> tuple[int, float]:
+        """(pair index, distance in Å) of the closest pair; (-1, inf) without pairs."""
+        return closest_pair(self.vectors)
 
 
 def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
@@ -103,31 +104,58 @@ class SkinNeighborList:
         return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers, neighbors, shifts, offsets)
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, parallel=True)
 def pairs_within(positions, cell, centers, neighbors, shifts, offsets, cutoff):
-    """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift @ cell, CSR offsets."""
+    """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift @ cell, CSR offsets.
+    Each atom's pairs are filtered in parallel into the start of its own range, then moved together."""
     n_atoms = offsets.shape[0] - 1
-    kept_centers = np.empty(centers.shape[0], dtype=np.int64)
-    kept_neighbors = np.empty(centers.shape[0], dtype=np.int64)
-    vectors = np.empty((centers.shape[0], 3))
+    found_vectors = np.empty((centers.shape[0], 3))
+    found_neighbors = np.empty(centers.shape[0], dtype=np.int64)
     kept_offsets = np.zeros(n_atoms + 1, dtype=np.int64)
     cutoff_squared = cutoff * cutoff
-    q = 0
-    for i in range(n_atoms):
+    for i in prange(n_atoms):
+        q = offsets[i]
         for p in range(offsets[i], offsets[i + 1]):
             j = neighbors[p]
-            length_squared = 0.0
-            for a in range(3):
-                d = positions[j, a] - positions[i, a] + (shifts[p, 0] * cell[0, a] + shifts[p, 1] * cell[1, a]
-                                                         + shifts[p, 2] * cell[2, a])
-                vectors[q, a] = d
-                length_squared += d * d
-            if length_squared < cutoff_squared:
-                kept_centers[q] = i
-                kept_neighbors[q] = j
+            dx = positions[j, 0] - positions[i, 0] + (shifts[p, 0] * cell[0, 0] + shifts[p, 1] * cell[1, 0]
+                                                      + shifts[p, 2] * cell[2, 0])
+            dy = positions[j, 1] - positions[i, 1] + (shifts[p, 0] * cell[0, 1] + shifts[p, 1] * cell[1, 1]
+                                                      + shifts[p, 2] * cell[2, 1])
+            dz = positions[j, 2] - positions[i, 2] + (shifts[p, 0] * cell[0, 2] + shifts[p, 1] * cell[1, 2]
+                                                      + shifts[p, 2] * cell[2, 2])
+            if dx * dx + dy * dy + dz * dz < cutoff_squared:
+                found_vectors[q, 0] = dx
+                found_vectors[q, 1] = dy
+                found_vectors[q, 2] = dz
+                found_neighbors[q] = j
                 q += 1
-        kept_offsets[i + 1] = q
-    return kept_centers[:q], kept_neighbors[:q], vectors[:q], kept_offsets
+        kept_offsets[i + 1] = q - offsets[i]
+    for i in range(n_atoms):
+        kept_offsets[i + 1] += kept_offsets[i]
+    n_kept = kept_offsets[n_atoms]
+    kept_centers = np.empty(n_kept, dtype=np.int64)
+    kept_neighbors = np.empty(n_kept, dtype=np.int64)
+    vectors = np.empty((n_kept, 3))
+    for i in prange(n_atoms):
+        first = offsets[i]
+        for k in range(kept_offsets[i + 1] - kept_offsets[i]):
+            kept_centers[kept_offsets[i] + k] = i
+            kept_neighbors[kept_offsets[i] + k] = found_neighbors[first + k]
+            for a in range(3):
+                vectors[kept_offsets[i] + k, a] = found_vectors[first + k, a]
+    return kept_centers, kept_neighbors, vectors, kept_offsets
+
+
+@njit(cache=True, fastmath=False)
+def closest_pair(vectors):
+    shortest = np.inf
+    closest = -1
+    for p in range(vectors.shape[0]):
+        length_squared = vectors[p, 0] * vectors[p, 0] + vectors[p, 1] * vectors[p, 1] + vectors[p, 2] * vectors[p, 2]
+        if length_squared < shortest:
+            shortest = length_squared
+            closest = p
+    return closest, np.sqrt(shortest)
 
 
 @njit(cache=True, fastmath=False)
