@@ -228,13 +228,13 @@ def test_a_reused_skin_list_gives_the_results_of_a_new_search():
     skin / 2 or the cell changed, and every step's results equal those of a calculator searching every time."""
     from ase import units
     from ase.md.verlet import VelocityVerlet
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     from mtp_driver.mtp.neighbors import SkinNeighborList
 
     atoms = alloy(seed=4)
     skin, fresh = MTPCalculator(QUATERNARY, species=SPECIES), MTPCalculator(QUATERNARY, species=SPECIES, skin=0.0)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=2000, rng=np.random.default_rng(1))
+    thermal = np.sqrt(atoms.get_masses()[:, None] * units.kB * 2000)  # momenta of 2000 K
+    atoms.set_momenta(np.random.default_rng(1).normal(size=(len(atoms), 3)) * thermal)
     atoms.calc = skin
     dynamics = VelocityVerlet(atoms, timestep=2.0 * units.fs)
     moved = 0.0
