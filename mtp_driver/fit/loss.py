@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from mtp_driver.mtp.kernels import forces_and_virial, site_energies_and_gradients
@@ -94,7 +95,7 @@ def predict(mtp: MTP, batch: Batch, layout=None) -> tuple[Predictions, np.ndarra
     site_energies_and_gradients(
         batch.types, batch.offsets, batch.neighbor_types, batch.vectors, float(mtp.min_dist), float(mtp.max_dist),
         float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs, mtp.moment_coeffs, layout, batch.max_neighbors,
-        site_energies, pair_gradients, np.empty((0, 0)),
+        site_energies, pair_gradients, np.empty((0, 0)), numba.get_num_threads(),
     )
     energy = np.add.reduceat(site_energies, batch.atom_starts[:-1]) if batch.size else np.zeros(0)
     forces, _ = forces_and_virial(len(batch.types), batch.centers, batch.neighbors, batch.vectors, pair_gradients)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from .kernels import PARALLEL_PAIRS, forces_and_virial, forces_and_virial_parallel, site_energies_and_gradients
@@ -39,7 +40,7 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
         site_rows = np.empty((0, 0))
     elif site_rows.shape != (n_atoms, mtp.parameter_count) or site_rows.dtype != np.float64:
         raise ValueError(f"site_rows must be a float64 array of shape {(n_atoms, mtp.parameter_count)}")
-    site_energies_and_gradients(*arguments, site_rows)
+    site_energies_and_gradients(*arguments, site_rows, numba.get_num_threads())
     pair_forces = forces_and_virial_parallel if len(neighbor_list.centers) >= PARALLEL_PAIRS else forces_and_virial
     forces, strain_derivative = pair_forces(
         n_atoms, neighbor_list.centers, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients

@@ -24,7 +24,7 @@ from numba import njit, prange
 from . import simd
 from .simd import LANES  # atoms whose moment products are contracted together, one SIMD lane each
 
-BLOCK = 32  # atoms per parallel work item: amortises scratch allocation (a multiple of LANES)
+BLOCK = 32  # atoms per work item, dealt round-robin to the threads (a multiple of LANES)
 FORCE_CHUNKS = 8  # pair ranges whose forces are summed in parallel, then in this fixed order
 PARALLEL_PAIRS = 50_000  # below, a parallel region's start costs more than the pairs' forces (measured: 4 atoms)
 
@@ -244,12 +244,24 @@ def site_gradient_parts(count, layout, dense, raised, radial, radial_deriv, mono
         simd.store(parts, 3, c, gz)
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def block_starts(worker, n_workers, n_blocks, n_atoms):
+    """First atoms of the lane groups in blocks worker, worker + n_workers, ... (round-robin: balanced when
+    atoms differ in cost along the structure)."""
+    starts = []
+    for block in range(worker, n_blocks, n_workers):
+        for first in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK), LANES):
+            starts.append(first)
+    return starts
+
+
 @njit(cache=True, fastmath=False, parallel=True)
 def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
                                 radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
-                                site_energies, pair_gradients, site_rows):
+                                site_energies, pair_gradients, site_rows, threads):
     """Fill site_energies (N,) in eV and pair_gradients (P, 3) = dE_i/d(r_j - r_i) in eV/Å; and site_rows
-    (N, n_parameters) = dV_i/dtheta unless it has no rows (shape (0, 0): not wanted)."""
+    (N, n_parameters) = dV_i/dtheta unless it has no rows (shape (0, 0): not wanted). `threads`: Numba's
+    thread count (each allocates its scratch once; the results do not depend on it)."""
     n_atoms = types.shape[0]
     n_species = radial_coeffs.shape[0]
     n_radial = radial_coeffs.shape[2]
@@ -261,10 +273,11 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     moment_start = species_start + n_species
     columns = (max_neighbors + LANES - 1) // LANES * LANES
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
-    for block in prange(n_blocks):
+    n_workers = max(1, min(threads, n_blocks))
+    for worker in prange(n_workers):  # scratch once per thread: per block, its page faults cost 10 % at level 24
         (moments, adjoint, dense, raised, radial, radial_deriv, monomials, geometry, rb_values, rb_derivatives,
          parts, values) = site_scratch(layout, n_radial, n_rb, columns)
-        for first in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK), LANES):
+        for first in block_starts(worker, n_workers, n_blocks, n_atoms):
             lanes = min(LANES, n_atoms - first)
             for w in range(lanes):  # unused lanes of a last short group hold finite values nothing reads
                 i = first + w
