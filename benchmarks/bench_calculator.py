@@ -6,13 +6,14 @@ Systems (the issue's): bcc Li, 2000 atoms, with mlearn's published level-16 Li.m
 the previous positions moved by a Gaussian of 0.01 Å per coordinate (an MD step's size, the same
 sequence for both codes), so both calculators may reuse their neighbour lists as in MD: ours
 (a 0.3 Å skin) and motep's (ASE's PrimitiveNeighborList, 0.3 Å skin). Each code's round is a fresh
-process: a warm-up call, then CALLS timed calls; the codes alternate over --rounds rounds (the
-machine is noisy) and the best round's median counts. Wall time and the process's CPU time (every
-thread) per atom and call are printed; motep 0.2.0 runs its C engine (`cext`, one thread), ours one
-thread (`NUMBA_NUM_THREADS=1`) and two.
+process: a warm-up call, then CALLS timed calls (the median counts); the codes alternate over
+--rounds rounds (the machine is noisy and drifts), ratios are taken within each round and their
+median is printed with the range. Wall time and the process's CPU time (every thread) per atom and
+call are printed; motep 0.2.0 runs its C engine (`cext`, one thread), ours one thread
+(`NUMBA_NUM_THREADS=1`) and two.
 
-    python benchmarks/bench_calculator.py              # 3 rounds, about 5 minutes on 2 cores
-    python benchmarks/bench_calculator.py --rounds 5
+    python benchmarks/bench_calculator.py              # 5 rounds, about 7 minutes on 2 cores
+    python benchmarks/bench_calculator.py --rounds 3 --systems Li
 
 motep is installed into benchmarks/.venv-motep on first use (as by bench_efs.py). No timed
 assertions: it only prints.
@@ -116,7 +117,7 @@ def cpu_description() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=CALLS)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--worker", nargs=3, metavar=("CODE", "SYSTEM", "CALLS"), help=argparse.SUPPRESS)
@@ -126,33 +127,39 @@ def main() -> int:
         return 0
     motep = ensure_motep_venv(base_python())
     runs = [("ours", 1), ("ours", 2)] + ([("motep", 1)] if motep else [])
-    best: dict[tuple, dict] = {}
+    rounds: dict[tuple, list[dict]] = {}  # (system, code, threads): one result per round
     for name in args.systems:
         for round_ in range(args.rounds):
             for code, threads in runs:
                 result = run_round(sys.executable if code == "ours" else motep, code, name, threads, args.calls)
                 log(f"round {round_ + 1} {name} {code} {threads} thread(s): {result['wall_us']:.1f} us/atom wall, "
                     f"{result['cpu_us']:.1f} CPU, other processes kept {result['other_cores']:.2f} cores busy")
-                key = (name, code, threads)
-                if key not in best or result["wall_us"] < best[key]["wall_us"]:
-                    best[key] = result
+                rounds.setdefault((name, code, threads), []).append(result)
+
+    def ratios(name, numerator, denominator) -> str:
+        """Per round (the codes ran minutes apart at most: the machine's drift cancels): median [min-max]."""
+        values = sorted(a["wall_us"] / b["wall_us"] for a, b in zip(rounds[(name, *numerator)],
+                                                                   rounds[(name, *denominator)]))
+        return f"{statistics.median(values):.2f}x [{values[0]:.2f}-{values[-1]:.2f}]"
+
     print(f"CPU: {cpu_description()}")
-    print(f"{'system':<22}{'motep / ours, 1 thread':>24}{'ours 2 threads / 1':>20}")
+    print(f"ratios of wall times within each of {args.rounds} rounds: median [min-max]")
+    print(f"{'system':<22}{'motep / ours, 1 thread':>26}{'ours 1 thread / 2':>22}")
     for name in args.systems:
-        ours, two = best[(name, "ours", 1)], best[(name, "ours", 2)]
-        ratio = f"{best[(name, 'motep', 1)]['wall_us'] / ours['wall_us']:.2f}x" if motep else "-"
-        label = f"{name} L{SYSTEMS[name][1]} {ours['atoms']} atoms"
-        print(f"{label:<22}{ratio:>24}{ours['wall_us'] / two['wall_us']:>19.2f}x")
-    print("\nbest round's median per atom and call, us (wall / CPU time of every thread):")
-    for (name, code, threads), result in best.items():
-        print(f"  {name} {code:<6}{threads} thread(s): {result['wall_us']:8.1f} / {result['cpu_us']:8.1f}   "
-              f"energy of the last call {result['energies'][-1]:.6f} eV, max |F| {result['max_force']:.4f} eV/Å, "
-              f"other processes {result['other_cores']:.2f} cores")
+        label = f"{name} L{SYSTEMS[name][1]} {rounds[(name, 'ours', 1)][0]['atoms']} atoms"
+        speed = ratios(name, ("motep", 1), ("ours", 1)) if motep else "-"
+        print(f"{label:<22}{speed:>26}{ratios(name, ('ours', 1), ('ours', 2)):>22}")
+    print("\nmedian over the rounds of each round's median per atom and call, us (wall / CPU time of every thread):")
+    for (name, code, threads), results in rounds.items():
+        wall = statistics.median(r["wall_us"] for r in results)
+        cpu = statistics.median(r["cpu_us"] for r in results)
+        print(f"  {name} {code:<6}{threads} thread(s): {wall:8.1f} / {cpu:8.1f}   max |F| of the last call "
+              f"{results[-1]['max_force']:.4f} eV/Å")
     for name in args.systems:
         if motep:
-            ours, theirs = (np.array(best[(name, code, 1)]["energies"]) for code in ("ours", "motep"))
+            ours, theirs = (np.array(rounds[(name, code, 1)][-1]["energies"]) for code in ("ours", "motep"))
             print(f"  {name}: largest energy difference ours - motep over the calls "
-                  f"{np.abs(ours - theirs).max() / best[(name, 'ours', 1)]['atoms']:.2e} eV/atom")
+                  f"{np.abs(ours - theirs).max() / rounds[(name, 'ours', 1)][-1]['atoms']:.2e} eV/atom")
     return 0
 
 
