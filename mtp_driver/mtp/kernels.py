@@ -135,8 +135,14 @@ def backpropagate_contraction_lanes(moments, adjoint, layout):
 
 
 @njit(cache=True, fastmath=False, inline="always")
+def lane_padded(count):
+    """`count` rounded up to a multiple of LANES: a site's neighbour columns."""
+    return (count + LANES - 1) // LANES * LANES
+
+
+@njit(cache=True, fastmath=False, inline="always")
 def site_scratch(layout, n_radial, n_rb, columns):
-    """Per-thread work arrays of `site_energies_and_gradients` (allocated once per block of atoms). A site's
+    """Per-thread work arrays of `site_energies_and_gradients` (allocated once per thread and call). A site's
     neighbours are the columns of its arrays (zero-padded to `columns`, a multiple of LANES), kept per lane
     until the lane's adjoints are known."""
     n_mono = layout.monomial_parent.shape[0]
@@ -157,7 +163,7 @@ def site_features(ti, start, count, neighbor_types, vectors, min_dist, max_dist,
     jj holds f_mu(r), f'_mu(r), u, 1/r and u^m of neighbour jj; a neighbour beyond the cutoff (Verlet skin)
     and the padding columns are zero, so they add nothing."""
     n_radial = radial.shape[0]
-    padded = (count + LANES - 1) // LANES * LANES
+    padded = lane_padded(count)
     for jj in range(padded):
         inv_r = 0.0
         if jj < count:
@@ -214,7 +220,7 @@ def site_gradient_parts(count, layout, dense, raised, radial, radial_deriv, mono
     """Per neighbour column jj of one site (after `raise_adjoints`): parts[0] = sum_mu f'_mu V_mu, parts[1:4] =
     sum_mu f_mu grad_u V_mu with V_mu = sum_m A[mu, m] u^m, and values[mu] = V_mu = dV_i/df_mu(r_ij)."""
     prefix, raised_length = layout.prefix_length, layout.raised_length
-    for c in range(0, (count + LANES - 1) // LANES * LANES, LANES):
+    for c in range(0, lane_padded(count), LANES):
         radial_part = simd.broadcast(0.0)
         gx = simd.broadcast(0.0)
         gy = simd.broadcast(0.0)
@@ -271,7 +277,7 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     with_rows = site_rows.shape[0] > 0
     species_start = n_species * n_species * n_radial * n_rb
     moment_start = species_start + n_species
-    columns = (max_neighbors + LANES - 1) // LANES * LANES
+    columns = lane_padded(max_neighbors)
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     n_workers = max(1, min(threads, n_blocks))
     for worker in prange(n_workers):  # scratch once per thread: per block, its page faults cost 10 % at level 24

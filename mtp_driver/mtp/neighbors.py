@@ -33,27 +33,32 @@ def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
     (cells smaller than twice the cutoff too); `pbc` is one bool or three. Raises `UnphysicalCell`
     for a structure vesin would crash, hang or run out of memory on (`mtp_driver.geometry.check_geometry`)."""
     positions = np.ascontiguousarray(positions, dtype=np.float64)
+    return NeighborList(*_sorted_pairs(positions, cell, pbc, cutoff, "ijD"))
+
+
+def _sorted_pairs(positions: np.ndarray, cell, pbc, cutoff: float, quantities: str) -> tuple:
+    """(centers, neighbors, the third of vesin's `quantities`, CSR offsets) of the checked structure, sorted by
+    centre (vesin's own sorting costs more than the whole search; `sort_by_center` is O(pairs))."""
     periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     box = np.array(cell, dtype=np.float64).reshape(3, 3)
     box[~periodic] = 0.0  # vesin ignores the box along open directions only when they are zero
     check_geometry(positions, box, periodic, cutoff)
-    # vesin's own sorting costs more than the whole unsorted search; a counting sort is O(pairs)
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=False)
-    centers, neighbors, vectors = calculator.compute(
-        positions, box, [bool(p) for p in periodic], quantities="ijD", copy=False
-    )
-    return NeighborList(*sort_by_center(len(positions), centers, neighbors, vectors))
+    # copy=False: views into `calculator`, valid only while it lives; the sort copies them
+    centers, neighbors, third = calculator.compute(positions, box, [bool(p) for p in periodic], quantities=quantities,
+                                                   copy=False)
+    return sort_by_center(len(positions), centers, neighbors, third)
 
 
 class _SkinPairs(NamedTuple):
-    """Pairs within cutoff + skin of the structure at `positions` (sorted by centre), with their cell shifts."""
+    """Pairs within cutoff + skin of the structure at `positions` (sorted by centre), with their image shifts."""
 
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
     centers: np.ndarray
     neighbors: np.ndarray
-    shifts: np.ndarray  # (P, 3) float: r_j - r_i + shifts @ cell
+    shift_vectors: np.ndarray  # (P, 3) Å: the pair's vector is r_j - r_i + shift_vectors[p] (the cell is fixed)
     offsets: np.ndarray
 
 
@@ -62,7 +67,8 @@ class SkinNeighborList:
     reused while the cell and periodicity are the same and no atom has moved more than skin / 2 since they
     were found (then no pair can have come within the cutoff unseen). A reused list is the pairs within the
     cutoff at the new positions, in the same order: the same list a new search gives, up to the order of
-    the pairs. Safe to share between threads (one consistent set of pairs is read per update)."""
+    the pairs. Each thread keeps its own pairs (walker threads sharing one calculator each follow their own
+    structure)."""
 
     def __init__(self, cutoff: float, skin: float = 0.3):
         if skin < 0:
@@ -81,7 +87,7 @@ class SkinNeighborList:
         if self.skin == 0.0 or pairs is None or not self._still_valid(pairs, positions, cell, pbc):
             pairs = self._search(positions, cell, pbc)
             self._local.pairs = pairs
-        return NeighborList(*pairs_within(positions, pairs.cell, pairs.centers, pairs.neighbors, pairs.shifts,
+        return NeighborList(*pairs_within(positions, pairs.centers, pairs.neighbors, pairs.shift_vectors,
                                           pairs.offsets, self.cutoff))
 
     def _still_valid(self, pairs: _SkinPairs, positions, cell, pbc) -> bool:
@@ -92,21 +98,15 @@ class SkinNeighborList:
         return bool(moved < (0.5 * self.skin) ** 2)  # False for NaN positions: a new search refuses them
 
     def _search(self, positions, cell, pbc) -> _SkinPairs:
-        box = cell.copy()
-        box[~pbc] = 0.0  # vesin ignores the box along open directions only when they are zero
-        check_geometry(positions, box, pbc, self.cutoff + self.skin)
-        calculator = vesin.NeighborList(cutoff=self.cutoff + self.skin, full_list=True, sorted=False)
-        centers, neighbors, shifts = calculator.compute(positions, box, [bool(p) for p in pbc], quantities="ijS",
-                                                        copy=False)
+        centers, neighbors, shifts, offsets = _sorted_pairs(positions, cell, pbc, self.cutoff + self.skin, "ijS")
         self.searches += 1
-        centers, neighbors, shifts, offsets = sort_by_center(len(positions), centers, neighbors,
-                                                             shifts.astype(np.float64))
-        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers, neighbors, shifts, offsets)
+        shift_vectors = np.einsum("pk,ka->pa", shifts, cell)  # not `@`: BLAS would wake its spinning threads
+        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers, neighbors, shift_vectors, offsets)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def pairs_within(positions, cell, centers, neighbors, shifts, offsets, cutoff):
-    """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift @ cell, CSR offsets.
+def pairs_within(positions, centers, neighbors, shift_vectors, offsets, cutoff):
+    """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift_vectors, CSR offsets.
     Each atom's pairs are filtered in parallel into the start of its own range, then moved together."""
     n_atoms = offsets.shape[0] - 1
     found_vectors = np.empty((centers.shape[0], 3))
@@ -117,12 +117,9 @@ def pairs_within(positions, cell, centers, neighbors, shifts, offsets, cutoff):
         q = offsets[i]
         for p in range(offsets[i], offsets[i + 1]):
             j = neighbors[p]
-            dx = positions[j, 0] - positions[i, 0] + (shifts[p, 0] * cell[0, 0] + shifts[p, 1] * cell[1, 0]
-                                                      + shifts[p, 2] * cell[2, 0])
-            dy = positions[j, 1] - positions[i, 1] + (shifts[p, 0] * cell[0, 1] + shifts[p, 1] * cell[1, 1]
-                                                      + shifts[p, 2] * cell[2, 1])
-            dz = positions[j, 2] - positions[i, 2] + (shifts[p, 0] * cell[0, 2] + shifts[p, 1] * cell[1, 2]
-                                                      + shifts[p, 2] * cell[2, 2])
+            dx = positions[j, 0] - positions[i, 0] + shift_vectors[p, 0]
+            dy = positions[j, 1] - positions[i, 1] + shift_vectors[p, 1]
+            dz = positions[j, 2] - positions[i, 2] + shift_vectors[p, 2]
             if dx * dx + dy * dy + dz * dz < cutoff_squared:
                 found_vectors[q, 0] = dx
                 found_vectors[q, 1] = dy

@@ -11,7 +11,7 @@ contractions at level 24. Rows are not bounds-checked: indices come from `Kernel
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core.extending import intrinsic, models, register_model
 
 LANES = 4  # atoms contracted together: one AVX2 register of float64
@@ -35,17 +35,15 @@ class _LaneVectorModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VECTOR)
 
 
-def _pointer(context, builder, array_type, array, row, column=None):
-    """Address of array[row, column] (column 0 when None) as a vector pointer."""
+def _pointer(context, builder, array_type, array, row, column):
+    """Address of array[row, column] as a vector pointer."""
     view = context.make_array(array_type)(context, builder, array)
     stride = builder.extract_value(view.strides, 0)
 
     def widened(index):
         return builder.zext(index, stride.type) if index.type.width < stride.type.width else index
 
-    offset = builder.mul(widened(row), stride)
-    if column is not None:
-        offset = builder.add(offset, builder.mul(widened(column), ir.Constant(stride.type, 8)))
+    offset = builder.add(builder.mul(widened(row), stride), builder.mul(widened(column), ir.Constant(stride.type, 8)))
     start = builder.gep(builder.bitcast(view.data, ir.IntType(8).as_pointer()), [offset])
     return builder.bitcast(start, _VECTOR.as_pointer())
 
@@ -55,29 +53,6 @@ def _check_rows(array, *indices):
             and array.layout == "C" and all(isinstance(index, types.Integer) for index in indices)):
         raise TypeError(f"lane vectors need a C-contiguous 2-d float64 array and integer indices, got {array}, "
                         f"{indices}")
-
-
-@intrinsic
-def load_row(typingctx, array, row):
-    """array[row, :LANES] as a vector."""
-    _check_rows(array, row)
-
-    def codegen(context, builder, signature, args):
-        return builder.load(_pointer(context, builder, signature.args[0], *args), align=8)
-
-    return lane_vector(array, row), codegen
-
-
-@intrinsic
-def store_row(typingctx, array, row, value):
-    """array[row, :LANES] = value."""
-    _check_rows(array, row)
-
-    def codegen(context, builder, signature, args):
-        builder.store(args[2], _pointer(context, builder, signature.args[0], args[0], args[1]), align=8)
-        return context.get_dummy_value()
-
-    return types.none(array, row, lane_vector), codegen
 
 
 @intrinsic
@@ -142,3 +117,15 @@ def _lanewise(instruction: str):
 
 add = _lanewise("fadd")
 multiply = _lanewise("fmul")
+
+
+@njit(cache=True, inline="always")
+def load_row(array, row):
+    """array[row, :LANES] as a vector."""
+    return load(array, row, 0)
+
+
+@njit(cache=True, inline="always")
+def store_row(array, row, value):
+    """array[row, :LANES] = value."""
+    store(array, row, 0, value)
