@@ -80,6 +80,29 @@ def test_bad_cells_are_named_with_their_limit(kind):
         check(with_bad_cell(kind))
 
 
+def test_a_calculator_reusing_its_neighbour_pairs_still_refuses_a_bad_next_structure():
+    """After a good call (its pairs kept for reuse), NaN or absurdly far positions are refused by a new search,
+    not evaluated with the kept pairs; the calculator then still answers the good structure."""
+    from mtp_driver import MTPCalculator
+
+    calculator = MTPCalculator(Path(__file__).resolve().parents[1] / "mtp_driver" / "data" / "Cu_zuo2020.mtp",
+                               species=["Cu"])
+    atoms = cu32()
+    types = calculator.types_of(atoms)
+    good = calculator.evaluate(atoms.positions, atoms.cell.array, atoms.pbc, types)
+    bad = atoms.positions.copy()
+    bad[3] = np.nan
+    with pytest.raises(UnphysicalCell, match=r"non-finite positions for atoms \[3\]"):
+        calculator.evaluate(bad, atoms.cell.array, atoms.pbc, types)
+    bad = atoms.positions.copy()
+    bad[5, 2] = -3e5
+    with pytest.raises(UnphysicalCell, match="atom 5 is at"):
+        calculator.evaluate(bad, atoms.cell.array, atoms.pbc, types)
+    again = calculator.evaluate(atoms.positions, atoms.cell.array, atoms.pbc, types)
+    assert again.energy == pytest.approx(good.energy, abs=1e-10)
+    assert np.abs(again.forces - good.forces).max() < 1e-11
+
+
 def test_positions_non_finite_or_absurdly_far_and_elongated_or_collapsed_structures():
     atoms = cu32()
     atoms.positions[[3, 7]] = np.nan
