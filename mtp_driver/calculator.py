@@ -106,6 +106,7 @@ class MTPCalculator(Calculator):
         self._types: tuple[bytes, np.ndarray] = (b"", np.zeros(0, dtype=np.int64))
         self.layout = kernel_layout(self.mtp)
         self.neighbor_lists = SkinNeighborList(self.mtp.max_dist, skin)
+        self.domain_neighbor_lists = SkinNeighborList(self.mtp.max_dist, skin)  # `evaluate_domain`'s atoms
         self.active_set = None if active_set is None else self._checked_active_set(active_set)
         if self.active_set is not None:
             self.implemented_properties = type(self).implemented_properties + ["extrapolation_grade"] + (
@@ -178,6 +179,17 @@ class MTPCalculator(Calculator):
             if pbc.all():
                 virial = -symmetric
         return MTPResult(result.energy, result.site_energies, result.forces, stress, virial, grade, atom_grades)
+
+    def evaluate_domain(self, positions: np.ndarray, types: np.ndarray, owned: int) -> MTPResult:
+        """One domain of a decomposed system (an MPI rank of LAMMPS): `positions` (N, 3) Å of its `owned` atoms
+        first, then ghost copies of atoms around them at least one cutoff deep, no cell. The energy, site
+        energies and virial are the owned sites'; the forces (N, 3) are theirs on every atom: a ghost copy's
+        belong to its original (summed over the domains, all are the whole system's). No stress (no cell)."""
+        neighbor_list = self.domain_neighbor_lists.update(positions, np.zeros((3, 3)), False).of_first(owned)
+        check_close_contacts(neighbor_list, self.mtp.min_dist, self.close_contact_factor)
+        result = evaluate(self.mtp, types, neighbor_list, self.layout)
+        virial = -0.5 * (result.strain_derivative + result.strain_derivative.T)
+        return MTPResult(result.energy, result.site_energies, result.forces, None, virial, None, None)
 
     def _grades(self, site_rows: np.ndarray) -> tuple[float, np.ndarray | None]:
         """The structure's grade, and the atoms' grades for a neighbourhood-mode active set."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (calc_efs, calc_errors, calc_grade, candidates, demo, hull, init, learn, learn_report, learn_server,
-               relax, report, select_add, serve, train)
+from . import (calc_efs, calc_errors, calc_grade, candidates, demo, hull, init, lammps, learn, learn_report,
+               learn_server, relax, report, select_add, serve, train)
 
 COMMANDS = (demo, init, calc_efs, calc_errors, serve, learn, learn_server, learn_report, train, report, calc_grade,
-            select_add, candidates, relax, hull)  # in the order of `mtp-driver --help`
+            select_add, candidates, relax, hull, lammps)  # in the order of `mtp-driver --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,26 +24,30 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
              layout: KernelLayout | None = None, site_rows: np.ndarray | None = None) -> Evaluation:
     """Evaluate a trained `mtp` for atoms of the given type indices over a prepared neighbour list.
 
-    With `site_rows`, an (N, mtp.parameter_count) float64 array, the same kernel pass also fills it
-    with dV_i/dtheta of every atom (see `kernels`), for extrapolation grades."""
+    With `site_rows`, an (S, mtp.parameter_count) float64 array, the same kernel pass also fills it
+    with dV_i/dtheta of every site (see `kernels`), for extrapolation grades.
+
+    The sites are the first S = len(neighbor_list.offsets) - 1 of the N = len(types) atoms: all of them for a
+    whole structure; a domain's owned atoms (`NeighborList.of_first`) for a decomposed system, whose ghost
+    copies then get forces (N, 3) that belong to their originals."""
     if not mtp.is_trained:
         raise ValueError("the potential is untrained (no radial_coeffs/moment_coeffs): train it first")
     layout = kernel_layout(mtp) if layout is None else layout
     types = np.ascontiguousarray(types, dtype=np.int64)
     n_atoms = len(types)
-    site_energies = np.empty(n_atoms)
+    n_sites = len(neighbor_list.offsets) - 1
+    site_energies = np.empty(n_sites)
     pair_gradients = np.empty((len(neighbor_list.centers), 3))
-    arguments = (types, neighbor_list.offsets, types[neighbor_list.neighbors], neighbor_list.vectors,
+    arguments = (types[:n_sites], neighbor_list.offsets, types[neighbor_list.neighbors], neighbor_list.vectors,
                  float(mtp.min_dist), float(mtp.max_dist), float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs,
                  mtp.moment_coeffs, layout, max(neighbor_list.max_neighbors, 1), site_energies, pair_gradients)
     if site_rows is None:
         site_rows = np.empty((0, 0))
-    elif site_rows.shape != (n_atoms, mtp.parameter_count) or site_rows.dtype != np.float64:
-        raise ValueError(f"site_rows must be a float64 array of shape {(n_atoms, mtp.parameter_count)}")
+    elif site_rows.shape != (n_sites, mtp.parameter_count) or site_rows.dtype != np.float64:
+        raise ValueError(f"site_rows must be a float64 array of shape {(n_sites, mtp.parameter_count)}")
     site_energies_and_gradients(*arguments, site_rows, numba.get_num_threads())
     pair_forces = forces_and_virial_parallel if len(neighbor_list.centers) >= PARALLEL_PAIRS else forces_and_virial
     forces, strain_derivative = pair_forces(
         n_atoms, neighbor_list.centers, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
     )
     return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative)
-

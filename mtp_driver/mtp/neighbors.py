@@ -23,6 +23,11 @@ class NeighborList(NamedTuple):
     def max_neighbors(self) -> int:
         return int(np.diff(self.offsets).max()) if len(self.offsets) > 1 else 0
 
+    def of_first(self, count: int) -> NeighborList:
+        """The pairs centred on the first `count` atoms (a domain's owned atoms, its ghost copies after them)."""
+        stop = int(self.offsets[count])
+        return NeighborList(self.centers[:stop], self.neighbors[:stop], self.vectors[:stop], self.offsets[:count + 1])
+
     def closest_pair(self) -> tuple[int, float]:
         """(pair index, distance in Å) of the closest pair; (-1, inf) without pairs."""
         return closest_pair(self.vectors)

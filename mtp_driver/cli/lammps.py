@@ -1,0 +1,36 @@
+"""`mtp-driver lammps`."""
+
+from __future__ import annotations
+
+import sys
+
+from .options import add_species, calculator_and_species
+
+
+def add(commands) -> None:
+    p = commands.add_parser(
+        "lammps", help="run a LAMMPS input whose `fix ID all external pf/callback 1 1` stands where a pair_style "
+        "would: the MTP answers it (under mpirun -n N: domain-decomposed over N ranks)")
+    p.add_argument("input", metavar="IN.lmp", help="LAMMPS input (units metal; LAMMPS type t = potential type t-1)")
+    p.add_argument("--potential", required=True, metavar="POT.mtp")
+    add_species(p)
+    p.add_argument("--fix", default="mtp", metavar="ID", help="ID of the fix external (default: %(default)s)")
+    p.add_argument("--var", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="an index variable, as LAMMPS's -var (repeatable)")
+    p.add_argument("--log", default="log.lammps", help="LAMMPS log file, 'none' for none (default: %(default)s)")
+    p.add_argument("--margin", type=float, default=2.0,
+                   help="Å beyond two cutoffs in the ghost shell; atoms may move half of it between LAMMPS's "
+                   "neighbour list builds: keep it >= the `neighbor` skin (default: %(default)s)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from mtp_driver.lammps.run import run_input
+
+    calculator, _ = calculator_and_species(args)
+    try:
+        run_input(args.input, calculator, args.fix, dict(args.var), args.log, args.margin)
+    except (ImportError, RuntimeError) as exc:
+        print(f"mtp-driver lammps: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,112 @@
+"""An MTP answering a LAMMPS `fix external ... pf/callback` on every MPI rank.
+
+Each rank computes the site energies of its owned atoms from them and their ghost copies (a shell one cutoff + a
+margin for motion deep); the forces these put on ghost copies are sent to the ranks owning the originals
+(`GhostFolding`: LAMMPS's own reverse communication runs before a fix's callback). The energy is summed over the
+ranks here, and so is the virial: LAMMPS takes the fix's global energy and virial as the whole system's
+(measured: a rank's own share came out as 1/ranks of the total)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtp_driver.calculator import MTPCalculator
+
+from .ghosts import GhostFolding
+from .library import World
+
+ERROR_VARIABLE = "mtp_error"  # a fix halt on it ends a run whose callback failed on any rank
+
+
+class MTPFix:
+    """Attach `calculator`'s MTP to the `fix ID all external pf/callback 1 1` named `fix_id` of `lmp` (units
+    metal). LAMMPS type t is the potential's type t - 1, as with MLIP's pair_style mlip.
+
+    One rank with a cell periodic in all directions evaluates its atoms as a periodic structure (no ghosts).
+
+    `margin` (Å): the ghost shell is cutoff + margin deep; atoms may move margin / 2 between LAMMPS's neighbour
+    list builds (its skin / 2 with `neigh_modify check yes`: keep margin >= the `neighbor` skin). The callback
+    checks it and stops the run with an error naming what to change if not."""
+
+    def __init__(self, lmp, calculator: MTPCalculator, fix_id: str, margin: float = 2.0, world: World | None = None):
+        if lmp.extract_global("units") != "metal":
+            raise ValueError(f"the MTP needs `units metal` (eV, Å); the input has units {lmp.extract_global('units')}")
+        types = lmp.extract_global("ntypes")
+        if types > calculator.mtp.species_count:
+            raise ValueError(f"LAMMPS has {types} atom types; the potential has {calculator.mtp.species_count} "
+                             f"({', '.join(calculator.species)})")
+        self.lmp, self.calculator, self.fix_id = lmp, calculator, fix_id
+        self.margin = float(margin)
+        self.world = world or World()
+        self.ghost_cutoff = calculator.mtp.max_dist + self.margin
+        self.error: str | None = None  # what failed, on the rank where it did
+        self.failed = False  # on every rank, once the MTP failed on any
+        self.calls = 0
+        self._listed = np.zeros((0, 3))  # positions of all atoms when LAMMPS last sent ghosts
+        self._tags = np.zeros(0, dtype=np.int64)  # and their IDs
+        self._folding = GhostFolding(self.world, self._tags, self._tags)
+        lmp.command(f"comm_modify cutoff {self.ghost_cutoff:.6f}")
+        lmp.command(f"fix_modify {fix_id} energy yes virial yes")
+        lmp.command(f"variable {ERROR_VARIABLE} internal 0")
+        lmp.command(f"fix {fix_id}_halt all halt 1 v_{ERROR_VARIABLE} > 0 error hard")
+        lmp.set_fix_external_callback(fix_id, self._callback)
+
+    def _callback(self, caller, step, nlocal, tag, x, f):
+        # an exception would not reach LAMMPS (ctypes prints and drops it): it halts the run on all ranks instead;
+        # every rank makes the same collective calls whatever failed, or the others would wait for ever
+        totals = np.zeros(9)  # energy, virial xx yy zz xy xz yz, failed ranks, ranks with new ghosts
+        try:
+            result, totals[:7], totals[8] = self._compute(nlocal)
+        except Exception as exc:  # noqa: BLE001 - reported on the rank that failed, the run then halts
+            result, totals[7] = None, 1.0
+            self.error = f"rank {self.world.rank}, step {step}: {exc}"
+            print(f"mtp-driver lammps: {self.error}", flush=True)
+        totals = self.world.sum(totals)
+        if totals[7]:
+            self.failed = True
+            f[:] = 0.0
+            self.lmp.set_internal_variable(ERROR_VARIABLE, 1.0)
+        else:
+            if totals[8]:  # LAMMPS sent new ghosts (to all ranks at once)
+                self._folding = GhostFolding(self.world, self._tags[:nlocal], self._tags[nlocal:])
+            f[:] = result.forces if len(result.forces) == nlocal else self._folding.fold(result.forces)
+            self.lmp.numpy.fix_external_set_energy_peratom(self.fix_id, result.site_energies)
+        self.lmp.fix_external_set_energy_global(self.fix_id, float(totals[0]))
+        self.lmp.fix_external_set_virial_global(self.fix_id, totals[1:7].tolist())
+        self.calls += 1
+
+    def _compute(self, nlocal: int):
+        """This rank's MTPResult (forces on its atoms and ghost copies), its energy and virial (Voigt, LAMMPS order),
+        and 1.0 if LAMMPS has sent new ghosts."""
+        lmp = self.lmp
+        lo, hi, xy, yz, xz, periodic, _ = lmp.extract_box()
+        new_ghosts = False
+        if self.world.size == 1 and all(periodic):  # the whole periodic cell is here: no ghost copies needed
+            cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
+            positions = lmp.numpy.extract_atom("x", nelem=nlocal, dim=3)
+            types = lmp.numpy.extract_atom("type", nelem=nlocal) - 1
+            result = self.calculator.evaluate(positions, cell, np.ones(3, dtype=bool), types)
+        else:
+            n_atoms = nlocal + lmp.extract_global("nghost")
+            positions = lmp.numpy.extract_atom("x", nelem=n_atoms, dim=3)
+            new_ghosts = self._check_ghosts(positions, lmp.numpy.extract_atom("id", nelem=n_atoms), nlocal)
+            types = lmp.numpy.extract_atom("type", nelem=n_atoms) - 1
+            result = self.calculator.evaluate_domain(positions, types, nlocal)
+        virial = result.virial
+        return result, [result.energy, virial[0, 0], virial[1, 1], virial[2, 2], virial[0, 1], virial[0, 2],
+                        virial[1, 2]], float(new_ghosts)
+
+    def _check_ghosts(self, positions: np.ndarray, tags: np.ndarray, nlocal: int) -> bool:
+        """Whether LAMMPS has sent new ghosts (then keep their IDs and positions); otherwise refuse atoms that moved
+        more than margin / 2 since: the ghost shell could then miss a neighbour of an owned atom."""
+        if self.lmp.extract_setting("neigh_ago") == 0 or not self._folding.matches(nlocal, len(tags) - nlocal):
+            if len(tags) and tags.min() < 1:
+                raise ValueError("the MTP needs atom IDs to match ghost atoms with their originals (atom_modify id yes)")
+            self._tags, self._listed = tags.copy(), positions.copy()
+            return True
+        moved = np.einsum("ia,ia->i", positions - self._listed, positions - self._listed).max(initial=0.0)
+        if moved > (0.5 * self.margin) ** 2:
+            raise RuntimeError(f"an atom moved {np.sqrt(moved):.3f} Å since LAMMPS's last neighbour list build, "
+                               f"more than half the MTP's ghost margin ({self.margin} Å): use a `neighbor` skin "
+                               f"<= {self.margin} Å with `neigh_modify check yes`, or a larger margin")
+        return False

