@@ -180,14 +180,17 @@ class MTPCalculator(Calculator):
                 virial = -symmetric
         return MTPResult(result.energy, result.site_energies, result.forces, stress, virial, grade, atom_grades)
 
-    def evaluate_domain(self, positions: np.ndarray, types: np.ndarray, owned: int) -> MTPResult:
+    def evaluate_domain(self, positions: np.ndarray, types: np.ndarray, owned: int,
+                        site_rows: np.ndarray | None = None) -> MTPResult:
         """One domain of a decomposed system (an MPI rank of LAMMPS): `positions` (N, 3) Å of its `owned` atoms
         first, then ghost copies of atoms around them at least one cutoff deep, no cell. The energy, site
         energies and virial are the owned sites'; the forces (N, 3) are theirs on every atom: a ghost copy's
-        belong to its original (summed over the domains, all are the whole system's). No stress (no cell)."""
+        belong to its original (summed over the domains, all are the whole system's). No stress (no cell).
+        With `site_rows` (owned, parameter_count), also the owned sites' dV_i/dtheta (a configuration's grade
+        needs every domain's): grades are left to the caller."""
         neighbor_list = self.domain_neighbor_lists.update(positions, np.zeros((3, 3)), False).of_first(owned)
         check_close_contacts(neighbor_list, self.mtp.min_dist, self.close_contact_factor)
-        result = evaluate(self.mtp, types, neighbor_list, self.layout)
+        result = evaluate(self.mtp, types, neighbor_list, self.layout, site_rows)
         virial = -0.5 * (result.strain_derivative + result.strain_derivative.T)
         return MTPResult(result.energy, result.site_energies, result.forces, None, virial, None, None)
 

@@ -88,7 +88,9 @@ def test_a_domain_with_ghost_copies_gives_the_whole_structures_numbers(kind):
 
 
 def run_lammps(ranks: int, *arguments, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    command = [str(BIN / "mtp-driver"), "lammps", *map(str, arguments), "--log", "none"]
+    command = [str(BIN / "mtp-driver"), "lammps", *map(str, arguments)]
+    if "--log" not in command:
+        command += ["--log", "none"]
     if ranks > 1:
         command = [MPIEXEC, "-n", str(ranks)] + command
     completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
@@ -117,3 +119,86 @@ def test_lammps_gives_the_calculators_numbers(tmp_path, kind, ranks):
     virial = np.array(virial_bar) * volume / NKTV2P
     stress = atoms.get_stress()
     np.testing.assert_allclose(virial, -stress[[0, 1, 2, 5, 4, 3]] * volume, rtol=1e-9, atol=1e-9)
+
+
+def total_energies(log: Path) -> np.ndarray:
+    """(step, total energy) rows of the thermo output of protocols/lammps_md.in."""
+    lines = log.read_text(errors="replace").splitlines()
+    start = next(k for k, line in enumerate(lines) if line.split()[:1] == ["Step"])
+    column = lines[start].split().index("TotEng")
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.split() or not line.split()[0].isdigit():
+            break
+        rows.append((int(line.split()[0]), float(line.split()[column])))
+    return np.array(rows)
+
+
+@needs_lammps
+@pytest.mark.processes
+def test_nve_conserves_energy_alike_on_one_and_two_ranks(tmp_path):
+    """4000 Cu atoms, 1000 steps of 2 fs from 600 K (about 300 K once equipartitioned)."""
+    energies = {}
+    for ranks in (1, 2):
+        run_lammps(ranks, PROTOCOLS / "lammps_md.in", "--potential", CU, "--species", "Cu", "--var", "ensemble", "nve",
+                   "--var", "steps", "1000", "--var", "temperature", "600", "--log", f"nve{ranks}.log", cwd=tmp_path)
+        energies[ranks] = total_energies(tmp_path / f"nve{ranks}.log")
+    one, two = energies[1], energies[2]
+    assert np.array_equal(one[:, 0], np.arange(0, 1001, 100))
+    atoms = 4000
+    # velocity Verlet: a bounded error of order dt^2 (the first 100 steps leave the perfect lattice), no drift
+    settled = one[1:, 1]
+    assert np.ptp(settled) / atoms < 1e-5  # eV/atom
+    slope = np.polyfit(one[1:, 0] * 0.002, settled / atoms, 1)[0]
+    assert abs(slope) < 2e-6  # eV/atom/ps
+    np.testing.assert_allclose(two[:, 1] / atoms, one[:, 1] / atoms, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def active_sets(tmp_path_factory):
+    """A configuration-mode active set of the Cu potential (400 rattled and strained cells: more than its 329
+    parameters) and a neighbourhood-mode one of the NbMoTaW potential (MLIP-2's NbMo test set)."""
+    from mtp_driver.active import build_active_set, save_active_set
+    from mtp_driver.io.cfg import read_cfg
+
+    directory = tmp_path_factory.mktemp("active_sets")
+    rng = np.random.default_rng(0)
+    cells = []
+    for seed in range(400):
+        cell = bulk("Cu", "fcc", a=3.62 * (1 + 0.01 * rng.normal()), cubic=True)
+        cell.rattle(0.15, seed=seed)
+        cells.append(cell)
+    calculator = MTPCalculator(CU, species=["Cu"])
+    save_active_set(build_active_set(calculator.mtp, cells, ["Cu"], "cfg"), directory / "cu_cfg.npz")
+    from conftest import MLIP2_REFERENCE
+
+    quaternary = MTPCalculator(QUATERNARY, species=NBMOTAW).mtp
+    nbmo_set = build_active_set(quaternary, read_cfg(MLIP2_REFERENCE / "NbMo_Test.cfg", species=NBMOTAW), NBMOTAW,
+                                "nbh")
+    save_active_set(nbmo_set, directory / "nbmo_nbh.npz")
+    return {"cfg": directory / "cu_cfg.npz", "nbh": directory / "nbmo_nbh.npz"}
+
+
+@needs_lammps
+@pytest.mark.processes
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("mode", ["cfg", "nbh"])
+def test_lammps_grades_as_the_calculator(tmp_path, active_sets, mode, ranks):
+    if mode == "cfg":
+        atoms = bulk("Cu", "fcc", a=3.62, cubic=True).repeat((3, 3, 3))
+        atoms.rattle(0.2, seed=7)
+        potential, species, specorder = CU, ["Cu"], ["Cu"]
+    else:
+        atoms, potential, species, specorder = nbmo("triclinic"), QUATERNARY, NBMOTAW, ["Nb", "Mo"]
+    write(tmp_path / "in.data", atoms, format="lammps-data", specorder=specorder, masses=True)
+    run_lammps(ranks, PROTOCOLS / "lammps_check.in", "--potential", potential, "--species", ",".join(species),
+               "--active-set", active_sets[mode], "--var", "data", "in.data", "--var", "out", "check",
+               "--var", "grades", mode, cwd=tmp_path)
+    atoms.calc = MTPCalculator(potential, species=species, active_set=active_sets[mode])
+    atoms.get_potential_energy()
+    grade = float((tmp_path / "check.grade").read_text())
+    assert grade == pytest.approx(atoms.calc.results["extrapolation_grade"], rel=1e-9)
+    assert grade > 1.0  # rattled beyond the training cells: not a trivial grade
+    if mode == "nbh":
+        atom_grades = np.loadtxt(tmp_path / "check.grades", skiprows=9)
+        np.testing.assert_allclose(atom_grades[:, 1], atoms.calc.results["extrapolation_grades"], rtol=1e-9)

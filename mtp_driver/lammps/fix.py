@@ -16,6 +16,7 @@ from .ghosts import GhostFolding
 from .library import World
 
 ERROR_VARIABLE = "mtp_error"  # a fix halt on it ends a run whose callback failed on any rank
+GRADE_PROPERTY = "d_mtp_grade"  # per-atom grades (neighbourhood-mode active set), for dump and compute
 
 
 class MTPFix:
@@ -23,6 +24,10 @@ class MTPFix:
     metal). LAMMPS type t is the potential's type t - 1, as with MLIP's pair_style mlip.
 
     One rank with a cell periodic in all directions evaluates its atoms as a periodic structure (no ghosts).
+
+    With an active set in the calculator, the structure's extrapolation grade is the fix's vector (thermo
+    `f_ID[1]`, and `self.grade`): the configuration's grade (cfg mode) or the largest atom's (nbh mode, whose
+    per-atom grades are the per-atom property `d_mtp_grade`, e.g. for `dump`).
 
     `margin` (Å): the ghost shell is cutoff + margin deep; atoms may move margin / 2 between LAMMPS's neighbour
     list builds (its skin / 2 with `neigh_modify check yes`: keep margin >= the `neighbor` skin). The callback
@@ -45,6 +50,12 @@ class MTPFix:
         self._listed = np.zeros((0, 3))  # positions of all atoms when LAMMPS last sent ghosts
         self._tags = np.zeros(0, dtype=np.int64)  # and their IDs
         self._folding = GhostFolding(self.world, self._tags, self._tags)
+        self.active_set = calculator.active_set
+        self.grade: float | None = None  # of the last call, with an active set
+        if self.active_set is not None:
+            lmp.fix_external_set_vector_length(fix_id, 1)
+            if self.active_set.mode == "nbh":
+                lmp.command(f"fix {fix_id}_grades all property/atom {GRADE_PROPERTY}")
         lmp.command(f"comm_modify cutoff {self.ghost_cutoff:.6f}")
         lmp.command(f"fix_modify {fix_id} energy yes virial yes")
         lmp.command(f"variable {ERROR_VARIABLE} internal 0")
@@ -54,9 +65,18 @@ class MTPFix:
     def _callback(self, caller, step, nlocal, tag, x, f):
         # an exception would not reach LAMMPS (ctypes prints and drops it): it halts the run on all ranks instead;
         # every rank makes the same collective calls whatever failed, or the others would wait for ever
-        totals = np.zeros(9)  # energy, virial xx yy zz xy xz yz, failed ranks, ranks with new ghosts
+        decomposed = self._decomposed()
+        configuration_rows = decomposed and self.active_set is not None and self.active_set.mode == "cfg"
+        # energy, virial xx yy zz xy xz yz, failed ranks, ranks with new ghosts, (cfg grades) the sum of site rows
+        totals = np.zeros(9 + (self.calculator.mtp.parameter_count if configuration_rows else 0))
         try:
-            result, totals[:7], totals[8] = self._compute(nlocal)
+            result, rows, new_ghosts = self._compute(nlocal, decomposed)
+            virial = result.virial
+            totals[:7] = [result.energy, virial[0, 0], virial[1, 1], virial[2, 2], virial[0, 1], virial[0, 2],
+                          virial[1, 2]]
+            totals[8] = new_ghosts
+            if configuration_rows:
+                totals[9:] = rows.sum(axis=0)
         except Exception as exc:  # noqa: BLE001 - reported on the rank that failed, the run then halts
             result, totals[7] = None, 1.0
             self.error = f"rank {self.world.rank}, step {step}: {exc}"
@@ -71,30 +91,46 @@ class MTPFix:
                 self._folding = GhostFolding(self.world, self._tags[:nlocal], self._tags[nlocal:])
             f[:] = result.forces if len(result.forces) == nlocal else self._folding.fold(result.forces)
             self.lmp.numpy.fix_external_set_energy_peratom(self.fix_id, result.site_energies)
+            if self.active_set is not None:
+                self._set_grades(result, rows, totals[9:], nlocal, decomposed)
         self.lmp.fix_external_set_energy_global(self.fix_id, float(totals[0]))
         self.lmp.fix_external_set_virial_global(self.fix_id, totals[1:7].tolist())
         self.calls += 1
 
-    def _compute(self, nlocal: int):
-        """This rank's MTPResult (forces on its atoms and ghost copies), its energy and virial (Voigt, LAMMPS order),
-        and 1.0 if LAMMPS has sent new ghosts."""
+    def _decomposed(self) -> bool:
+        """Whether this rank holds a domain with ghost copies (not the one periodic cell)."""
+        return self.world.size > 1 or not all(self.lmp.extract_box()[5])
+
+    def _compute(self, nlocal: int, decomposed: bool):
+        """This rank's MTPResult (forces on its atoms and ghost copies), its site rows (decomposed, with an active
+        set) and 1.0 if LAMMPS has sent new ghosts."""
         lmp = self.lmp
-        lo, hi, xy, yz, xz, periodic, _ = lmp.extract_box()
-        new_ghosts = False
-        if self.world.size == 1 and all(periodic):  # the whole periodic cell is here: no ghost copies needed
+        if not decomposed:  # the whole periodic cell is here: no ghost copies needed
+            lo, hi, xy, yz, xz, _, _ = lmp.extract_box()
             cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
             positions = lmp.numpy.extract_atom("x", nelem=nlocal, dim=3)
             types = lmp.numpy.extract_atom("type", nelem=nlocal) - 1
-            result = self.calculator.evaluate(positions, cell, np.ones(3, dtype=bool), types)
+            return self.calculator.evaluate(positions, cell, np.ones(3, dtype=bool), types), None, 0.0
+        n_atoms = nlocal + lmp.extract_global("nghost")
+        positions = lmp.numpy.extract_atom("x", nelem=n_atoms, dim=3)
+        new_ghosts = self._check_ghosts(positions, lmp.numpy.extract_atom("id", nelem=n_atoms), nlocal)
+        types = lmp.numpy.extract_atom("type", nelem=n_atoms) - 1
+        rows = None if self.active_set is None else np.empty((nlocal, self.calculator.mtp.parameter_count))
+        return self.calculator.evaluate_domain(positions, types, nlocal, rows), rows, float(new_ghosts)
+
+    def _set_grades(self, result, rows, row_sum: np.ndarray, nlocal: int, decomposed: bool) -> None:
+        """The structure's grade into the fix's vector; atoms' grades (nbh mode) into their property."""
+        atom_grades = result.atom_grades
+        if not decomposed:
+            self.grade = result.grade
+        elif self.active_set.mode == "cfg":  # MLIP's configuration row: the mean of all sites' rows
+            self.grade = float(self.active_set.row_grades(row_sum / self.lmp.get_natoms())[0])
         else:
-            n_atoms = nlocal + lmp.extract_global("nghost")
-            positions = lmp.numpy.extract_atom("x", nelem=n_atoms, dim=3)
-            new_ghosts = self._check_ghosts(positions, lmp.numpy.extract_atom("id", nelem=n_atoms), nlocal)
-            types = lmp.numpy.extract_atom("type", nelem=n_atoms) - 1
-            result = self.calculator.evaluate_domain(positions, types, nlocal)
-        virial = result.virial
-        return result, [result.energy, virial[0, 0], virial[1, 1], virial[2, 2], virial[0, 1], virial[0, 2],
-                        virial[1, 2]], float(new_ghosts)
+            atom_grades = self.active_set.row_grades(rows)
+            self.grade = self.world.max(float(atom_grades.max(initial=0.0)))
+        self.lmp.fix_external_set_vector(self.fix_id, 1, self.grade)
+        if atom_grades is not None:
+            self.lmp.numpy.extract_atom(GRADE_PROPERTY, nelem=nlocal)[:] = atom_grades
 
     def _check_ghosts(self, positions: np.ndarray, tags: np.ndarray, nlocal: int) -> bool:
         """Whether LAMMPS has sent new ghosts (then keep their IDs and positions); otherwise refuse atoms that moved

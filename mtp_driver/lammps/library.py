@@ -37,6 +37,20 @@ class World:
         else:
             self.comm, self.rank, self.size = MPI.COMM_WORLD, MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
+    def share_cores(self) -> None:
+        """Numba threads per rank: the cores of this machine shared among its ranks, unless NUMBA_NUM_THREADS says
+        otherwise (mpirun -n N with N threads per rank would oversubscribe N-fold)."""
+        import os
+
+        import numba
+
+        if self.size == 1 or "NUMBA_NUM_THREADS" in os.environ:
+            return
+        from mpi4py import MPI
+
+        ranks_here = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0)) // ranks_here)))
+
     def sum(self, values):
         """Element-wise sum over the ranks of a float64 array (the same on every rank)."""
         values = np.ascontiguousarray(values, dtype=np.float64)
@@ -45,6 +59,14 @@ class World:
         total = np.empty_like(values)
         self.comm.Allreduce(values, total)
         return total
+
+    def max(self, value: float) -> float:
+        """The largest of the ranks' values (on every rank)."""
+        if self.comm is None or self.size == 1:
+            return value
+        from mpi4py import MPI
+
+        return self.comm.allreduce(value, op=MPI.MAX)
 
     def gather_all(self, values: np.ndarray) -> list[np.ndarray]:
         """Every rank's 1-D int64 array, in rank order, on every rank."""

