@@ -48,6 +48,7 @@ Numbers are written with ``repr``, the shortest text that reads back to the same
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import NamedTuple
@@ -99,6 +100,11 @@ def read_mtp(path: str | os.PathLike) -> MTP:
     """Read an MLIP `.mtp` file; raise MLIPFormatError (file and line) if it is malformed."""
     with open(path, encoding="utf-8") as stream:
         return _MTPReader(LineCursor(path, stream)).read()
+
+
+def parse_mtp(text: str, source: str = "<text>") -> MTP:
+    """An MLIP `.mtp` file's content (`format_mtp`'s output) as an MTP; `source` names it in errors."""
+    return _MTPReader(LineCursor(source, io.StringIO(text))).read()
 
 
 def write_mtp(mtp: MTP, path: str | os.PathLike) -> None:

@@ -33,28 +33,32 @@ class MTPFix:
     list builds (its skin / 2 with `neigh_modify check yes`: keep margin >= the `neighbor` skin). The callback
     checks it and stops the run with an error naming what to change if not."""
 
-    def __init__(self, lmp, calculator: MTPCalculator, fix_id: str, margin: float = 2.0, world: World | None = None):
+    def __init__(self, lmp, calculator: MTPCalculator | None, fix_id: str, margin: float = 2.0,
+                 world: World | None = None, learning=None):
         if lmp.extract_global("units") != "metal":
             raise ValueError(f"the MTP needs `units metal` (eV, Å); the input has units {lmp.extract_global('units')}")
+        self.learning = learning  # a `LammpsLearning`: its model answers, and is the calculator here
+        calculator = learning.calculator if learning is not None else calculator
+        species = learning.species if learning is not None else calculator.species
         types = lmp.extract_global("ntypes")
-        if types > calculator.mtp.species_count:
-            raise ValueError(f"LAMMPS has {types} atom types; the potential has {calculator.mtp.species_count} "
-                             f"({', '.join(calculator.species)})")
+        if types > len(species):
+            raise ValueError(f"LAMMPS has {types} atom types; the potential has {len(species)} ({', '.join(species)})")
         self.lmp, self.calculator, self.fix_id = lmp, calculator, fix_id
         self.margin = float(margin)
         self.world = world or World()
-        self.ghost_cutoff = calculator.mtp.max_dist + self.margin
+        self.ghost_cutoff = (learning.cutoff if learning is not None else calculator.mtp.max_dist) + self.margin
         self.error: str | None = None  # what failed, on the rank where it did
         self.failed = False  # on every rank, once the MTP failed on any
         self.calls = 0
         self._listed = np.zeros((0, 3))  # positions of all atoms when LAMMPS last sent ghosts
         self._tags = np.zeros(0, dtype=np.int64)  # and their IDs
         self._folding = GhostFolding(self.world, self._tags, self._tags)
-        self.active_set = calculator.active_set
         self.grade: float | None = None  # of the last call, with an active set
-        if self.active_set is not None:
+        grade_mode = learning.grade_mode if learning is not None else (
+            None if calculator.active_set is None else calculator.active_set.mode)
+        if grade_mode is not None:
             lmp.fix_external_set_vector_length(fix_id, 1)
-            if self.active_set.mode == "nbh":
+            if grade_mode == "nbh":
                 lmp.command(f"fix {fix_id}_grades all property/atom {GRADE_PROPERTY}")
         lmp.command(f"comm_modify cutoff {self.ghost_cutoff:.6f}")
         lmp.command(f"fix_modify {fix_id} energy yes virial yes")
@@ -62,7 +66,39 @@ class MTPFix:
         lmp.command(f"fix {fix_id}_halt all halt 1 v_{ERROR_VARIABLE} > 0 error hard")
         lmp.set_fix_external_callback(fix_id, self._callback)
 
+    @property
+    def active_set(self):
+        return None if self.calculator is None else self.calculator.active_set
+
     def _callback(self, caller, step, nlocal, tag, x, f):
+        if self.learning is not None and self.calculator is None:  # nothing learnt yet: learn from this step first
+            self._learn(step)
+        if not self.failed:
+            self._answer(step, nlocal, f)
+        if self.learning is not None and not self.failed and self.learning.wants(self.grade) and self._learn(step):
+            self._answer(step, nlocal, f)  # the held step, answered by the new model
+        if self.failed:
+            f[:] = 0.0
+        self.calls += 1
+
+    def _learn(self, step: int) -> bool:
+        """Collective: the learner takes this step; whether its model changed (then it answers from now on)."""
+        changed, error = self.learning.learn(self.lmp, step)
+        if error:
+            self._halt(error)
+        elif self.learning.calculator is None:
+            self._halt(f"step {step}: the learner has no model yet")
+        self.calculator = self.learning.calculator
+        return changed
+
+    def _halt(self, error: str) -> None:
+        """Stop the run at the end of this step, on every rank (all ranks call this together)."""
+        self.error, self.failed = self.error or error, True
+        if self.world.rank == 0:
+            print(f"mtp-driver lammps: {error}", flush=True)
+        self.lmp.set_internal_variable(ERROR_VARIABLE, 1.0)
+
+    def _answer(self, step, nlocal, f):
         # an exception would not reach LAMMPS (ctypes prints and drops it): it halts the run on all ranks instead;
         # every rank makes the same collective calls whatever failed, or the others would wait for ever
         decomposed = self._decomposed()
@@ -95,7 +131,6 @@ class MTPFix:
                 self._set_grades(result, rows, totals[9:], nlocal, decomposed)
         self.lmp.fix_external_set_energy_global(self.fix_id, float(totals[0]))
         self.lmp.fix_external_set_virial_global(self.fix_id, totals[1:7].tolist())
-        self.calls += 1
 
     def _decomposed(self) -> bool:
         """Whether this rank holds a domain with ghost copies (not the one periodic cell)."""

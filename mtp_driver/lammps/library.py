@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,15 @@ class World:
         self.comm.Allreduce(values, total)
         return total
 
+    def wait_for_all(self, poll: float = 0.005) -> None:
+        """A barrier that sleeps instead of spinning (MPICH's blocking calls busy-wait): ranks waiting while rank 0
+        learns leave the cores to its reference calls and fits."""
+        if self.comm is None or self.size == 1:
+            return
+        request = self.comm.Ibarrier()
+        while not request.Test():
+            time.sleep(poll)
+
     def max(self, value: float) -> float:
         """The largest of the ranks' values (on every rank)."""
         if self.comm is None or self.size == 1:
@@ -69,14 +79,28 @@ class World:
         return self.comm.allreduce(value, op=MPI.MAX)
 
     def gather_all(self, values: np.ndarray) -> list[np.ndarray]:
-        """Every rank's 1-D int64 array, in rank order, on every rank."""
-        values = np.ascontiguousarray(values, dtype=np.int64)
+        """Every rank's array (rows of any width, int64 or float64), in rank order, on every rank."""
+        values = np.ascontiguousarray(values)
         if self.comm is None or self.size == 1:
             return [values]
-        counts = np.array(self.comm.allgather(len(values)))
-        gathered = np.empty(counts.sum(), dtype=np.int64)
-        self.comm.Allgatherv(values, [gathered, counts])
-        return np.split(gathered, np.cumsum(counts)[:-1])
+        rows = np.array(self.comm.allgather(len(values)))
+        width = int(np.prod(values.shape[1:]))
+        gathered = np.empty((int(rows.sum()),) + values.shape[1:], dtype=values.dtype)
+        self.comm.Allgatherv(values, [gathered, rows * width])
+        return np.split(gathered, np.cumsum(rows)[:-1])
+
+    def broadcast_bytes(self, data: bytes | None) -> bytes:
+        """Rank 0's bytes on every rank (a model file; no pickle)."""
+        if self.comm is None or self.size == 1:
+            return data
+        length = self.comm.bcast(len(data) if self.rank == 0 else None, root=0)
+        buffer = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else np.empty(length, dtype=np.uint8)
+        self.comm.Bcast(buffer, root=0)
+        return buffer.tobytes()
+
+    def broadcast_text(self, text: str | None) -> str:
+        """Rank 0's string on every rank."""
+        return self.broadcast_bytes(text.encode() if self.rank == 0 else None).decode()
 
     def exchange(self, values: np.ndarray, send_counts: np.ndarray, receive_counts: np.ndarray) -> np.ndarray:
         """All-to-all: rows of `values` grouped by destination rank (`send_counts` rows to each), the rows the

@@ -8,6 +8,7 @@ from pathlib import Path
 from mtp_driver.calculator import MTPCalculator
 
 from .fix import MTPFix
+from .learning import LammpsLearning
 from .library import World, load_lammps
 
 
@@ -43,10 +44,15 @@ def _commands(lmp, text: str) -> None:
         raise LammpsError(str(exc).strip()) from exc
 
 
-def run_input(path, calculator: MTPCalculator, fix_id: str = "mtp", variables: dict[str, str] | None = None,
-              log: str = "log.lammps", margin: float = 2.0, screen: bool = True) -> MTPFix:
+def run_input(path, calculator: MTPCalculator | None, fix_id: str = "mtp", variables: dict[str, str] | None = None,
+              log: str = "log.lammps", margin: float = 2.0, screen: bool = True, make_learner=None,
+              species=None) -> MTPFix:
     """Run the LAMMPS input file `path` (on every MPI rank of the world) with `calculator`'s MTP in fix `fix_id`;
-    `variables` as LAMMPS's -var. Raises RuntimeError if the MTP failed on any rank (the run was halted)."""
+    `variables` as LAMMPS's -var. Raises RuntimeError if the MTP failed on any rank (the run was halted).
+
+    With `make_learner` (a function making a `Learner` of these `species`, called on rank 0): learning on the
+    fly (`LammpsLearning`), the learner's model instead of `calculator`; the learner is closed at the end
+    (final refit and `fix.learning.summary` on rank 0 after a run that did not fail)."""
     before, after = split_at_fix(Path(path).read_text(), fix_id)
     lammps = load_lammps()
     world = World()
@@ -54,10 +60,12 @@ def run_input(path, calculator: MTPCalculator, fix_id: str = "mtp", variables: d
     arguments = ["-nocite", "-log", log] + ([] if screen else ["-screen", "none"])
     for name, value in (variables or {}).items():
         arguments += ["-var", name, value]
+    learning = None if make_learner is None else LammpsLearning(world, make_learner, species)
     lmp = lammps.lammps(cmdargs=arguments)
+    completed = False
     try:
         _commands(lmp, before)
-        fix = MTPFix(lmp, calculator, fix_id, margin=margin, world=world)
+        fix = MTPFix(lmp, calculator, fix_id, margin=margin, world=world, learning=learning)
         try:
             _commands(lmp, after)
         except LammpsError as exc:
@@ -66,6 +74,9 @@ def run_input(path, calculator: MTPCalculator, fix_id: str = "mtp", variables: d
             raise
         if fix.failed:  # a failure outside a run's steps (`run 0`, a minimisation's setup) halts nothing
             raise RuntimeError(f"the MTP failed ({fix.error or 'on another rank'})")
+        completed = True
     finally:
         lmp.close()
+        if learning is not None:
+            learning.summary = learning.close(final_refit=completed)
     return fix
