@@ -13,7 +13,7 @@ import numpy as np
 from mtp_driver.calculator import MTPCalculator
 
 from .ghosts import GhostFolding
-from .library import World
+from .library import World, box_cell
 
 ERROR_VARIABLE = "mtp_error"  # a fix halt on it ends a run whose callback failed on any rank
 GRADE_PROPERTY = "d_mtp_grade"  # per-atom grades (neighbourhood-mode active set), for dump and compute
@@ -141,11 +141,10 @@ class MTPFix:
         set) and 1.0 if LAMMPS has sent new ghosts."""
         lmp = self.lmp
         if not decomposed:  # the whole periodic cell is here: no ghost copies needed
-            lo, hi, xy, yz, xz, _, _ = lmp.extract_box()
-            cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
+            cell, periodic = box_cell(lmp)
             positions = lmp.numpy.extract_atom("x", nelem=nlocal, dim=3)
             types = lmp.numpy.extract_atom("type", nelem=nlocal) - 1
-            return self.calculator.evaluate(positions, cell, np.ones(3, dtype=bool), types), None, 0.0
+            return self.calculator.evaluate(positions, cell, periodic, types), None, 0.0
         n_atoms = nlocal + lmp.extract_global("nghost")
         positions = lmp.numpy.extract_atom("x", nelem=n_atoms, dim=3)
         new_ghosts = self._check_ghosts(positions, lmp.numpy.extract_atom("id", nelem=n_atoms), nlocal)

@@ -19,7 +19,7 @@ from mtp_driver.active.storage import load_active_set, save_active_set
 from mtp_driver.calculator import MTPCalculator
 from mtp_driver.io.mtp_file import format_mtp, parse_mtp
 
-from .library import World
+from .library import World, box_cell
 
 
 class LammpsLearning:
@@ -91,9 +91,8 @@ class LammpsLearning:
         types = np.concatenate(self.world.gather_all(lmp.numpy.extract_atom("type", nelem=nlocal).astype(np.int64)))
         positions = np.concatenate(self.world.gather_all(lmp.numpy.extract_atom("x", nelem=nlocal, dim=3)))
         order = np.argsort(tags)
-        lo, hi, xy, yz, xz, periodic, _ = lmp.extract_box()
-        cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
-        return positions[order], cell, np.array(periodic, dtype=bool), self.numbers[types[order] - 1]
+        cell, periodic = box_cell(lmp)
+        return positions[order], cell, periodic, self.numbers[types[order] - 1]
 
     def close(self, final_refit: bool = True) -> dict | None:
         """Collective: the learner's final refit (final.mtp, unless the run failed); its summary on rank 0."""

