@@ -262,3 +262,27 @@ def test_learning_in_lammps_survives_kill_minus_nine_and_repeats_no_call(tmp_pat
         errors.append(np.sqrt(np.mean((frame.get_forces() - reference.get_forces()) ** 2)))
     print(f"final model force RMSE against EMT on {len(errors)} frames: {np.round(errors, 4)} eV/Å")
     assert max(errors) < 0.1
+
+
+@needs_lammps
+@pytest.mark.processes
+def test_lammps_minimisation_with_the_cell_matches_ase(tmp_path):
+    """`protocols/lammps_minimize.in` (a vacancy in 3x3x3 cubic Cu cells, the cell relaxed by fix box/relax, the
+    MTP's virial at work) on 1 and 2 ranks against ASE's BFGS with a hydrostatic FrechetCellFilter."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    relaxed = []
+    for ranks in (1, 2):
+        run_lammps(ranks, PROTOCOLS / "lammps_minimize.in", "--potential", CU, "--species", "Cu", "--var", "cells",
+                   "3", "--log", f"min{ranks}.log", cwd=tmp_path)
+        line = [line for line in (tmp_path / f"min{ranks}.log").read_text(errors="replace").splitlines()
+                if line.startswith("relaxed energy")][-1]
+        relaxed.append((float(line.split()[2]), float(line.split()[5])))
+    atoms = bulk("Cu", "fcc", a=3.62, cubic=True).repeat(3)
+    del atoms[0]  # LAMMPS deletes atom 1, at the origin
+    atoms.calc = MTPCalculator(CU, species=["Cu"])
+    BFGS(FrechetCellFilter(atoms, hydrostatic_strain=True), logfile=None).run(fmax=1e-5, steps=500)
+    for energy, volume in relaxed:
+        assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-7)
+        assert volume == pytest.approx(atoms.get_volume(), abs=1e-3)
