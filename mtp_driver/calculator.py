@@ -188,7 +188,7 @@ class MTPCalculator(Calculator):
         belong to its original (summed over the domains, all are the whole system's). No stress (no cell).
         With `site_rows` (owned, parameter_count), also the owned sites' dV_i/dtheta (a configuration's grade
         needs every domain's): grades are left to the caller."""
-        neighbor_list = self.domain_neighbor_lists.update(positions, np.zeros((3, 3)), False).of_first(owned)
+        neighbor_list = self.domain_neighbor_lists.update(positions, np.zeros((3, 3)), False, centers=owned)
         check_close_contacts(neighbor_list, self.mtp.min_dist, self.close_contact_factor)
         result = evaluate(self.mtp, types, neighbor_list, self.layout, site_rows)
         virial = -0.5 * (result.strain_derivative + result.strain_derivative.T)

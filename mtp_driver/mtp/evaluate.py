@@ -28,7 +28,7 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     with dV_i/dtheta of every site (see `kernels`), for extrapolation grades.
 
     The sites are the first S = len(neighbor_list.offsets) - 1 of the N = len(types) atoms: all of them for a
-    whole structure; a domain's owned atoms (`NeighborList.of_first`) for a decomposed system, whose ghost
+    whole structure; a domain's owned atoms (`SkinNeighborList.update(..., centers=)`) for a decomposed system, whose ghost
     copies then get forces (N, 3) that belong to their originals."""
     if not mtp.is_trained:
         raise ValueError("the potential is untrained (no radial_coeffs/moment_coeffs): train it first")

@@ -23,11 +23,6 @@ class NeighborList(NamedTuple):
     def max_neighbors(self) -> int:
         return int(np.diff(self.offsets).max()) if len(self.offsets) > 1 else 0
 
-    def of_first(self, count: int) -> NeighborList:
-        """The pairs centred on the first `count` atoms (a domain's owned atoms, its ghost copies after them)."""
-        stop = int(self.offsets[count])
-        return NeighborList(self.centers[:stop], self.neighbors[:stop], self.vectors[:stop], self.offsets[:count + 1])
-
     def closest_pair(self) -> tuple[int, float]:
         """(pair index, distance in Å) of the closest pair; (-1, inf) without pairs."""
         return closest_pair(self.vectors)
@@ -83,14 +78,18 @@ class SkinNeighborList:
         self._local = threading.local()
         self.searches = 0  # vesin searches made, all threads (for tests and benchmarks)
 
-    def update(self, positions, cell, pbc) -> NeighborList:
-        """The neighbour list of this structure (Å), like `build_neighbor_list(positions, cell, pbc, cutoff)`."""
+    def update(self, positions, cell, pbc, centers: int | None = None) -> NeighborList:
+        """The neighbour list of this structure (Å), like `build_neighbor_list(positions, cell, pbc, cutoff)`;
+        with `centers`, only the pairs of the first `centers` atoms (a domain's owned atoms, whose ghost
+        copies follow them), whose neighbours may be any atom."""
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         cell = np.array(cell, dtype=np.float64).reshape(3, 3)
         pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+        centers = len(positions) if centers is None else centers
         pairs = getattr(self._local, "pairs", None)
-        if self.skin == 0.0 or pairs is None or not self._still_valid(pairs, positions, cell, pbc):
-            pairs = self._search(positions, cell, pbc)
+        if (self.skin == 0.0 or pairs is None or len(pairs.offsets) != centers + 1
+                or not self._still_valid(pairs, positions, cell, pbc)):
+            pairs = self._search(positions, cell, pbc, centers)
             self._local.pairs = pairs
         return NeighborList(*pairs_within(positions, pairs.centers, pairs.neighbors, pairs.shift_vectors,
                                           pairs.offsets, self.cutoff))
@@ -102,11 +101,13 @@ class SkinNeighborList:
         moved = np.einsum("ia,ia->i", positions - pairs.positions, positions - pairs.positions).max(initial=0.0)
         return bool(moved < (0.5 * self.skin) ** 2)  # False for NaN positions: a new search refuses them
 
-    def _search(self, positions, cell, pbc) -> _SkinPairs:
+    def _search(self, positions, cell, pbc, count: int) -> _SkinPairs:
         centers, neighbors, shifts, offsets = _sorted_pairs(positions, cell, pbc, self.cutoff + self.skin, "ijS")
         self.searches += 1
-        shift_vectors = np.einsum("pk,ka->pa", shifts, cell)  # not `@`: BLAS would wake its spinning threads
-        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers, neighbors, shift_vectors, offsets)
+        stop = int(offsets[count])  # the pairs of the first `count` atoms come first
+        shift_vectors = np.einsum("pk,ka->pa", shifts[:stop], cell)  # not `@`: BLAS would wake its spinning threads
+        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers[:stop], neighbors[:stop], shift_vectors,
+                          offsets[:count + 1])
 
 
 @njit(cache=True, fastmath=False, parallel=True)
