@@ -10,7 +10,8 @@ process: a warm-up call, then CALLS timed calls (the median counts); the codes a
 --rounds rounds (the machine is noisy and drifts), ratios are taken within each round and their
 median is printed with the range. Wall time and the process's CPU time (every thread) per atom and
 call are printed; motep 0.2.0 runs its C engine (`cext`, one thread), ours one thread
-(`NUMBA_NUM_THREADS=1`) and two.
+(`NUMBA_NUM_THREADS=1`) and two, and two one-thread processes at once: what two cores give at all here (a
+process slows down when the other core is busy: shared cache, memory, clock), the yardstick for two threads.
 
     python benchmarks/bench_calculator.py              # 5 rounds, about 7 minutes on 2 cores
     python benchmarks/bench_calculator.py --rounds 3 --systems Li
@@ -90,20 +91,27 @@ def worker(code: str, name: str, calls: int) -> None:
               max_force=float(np.abs(calculator.results["forces"]).max())))
 
 
-def run_round(python: str, code: str, name: str, threads: int, calls: int) -> dict:
+def run_round(python: str, code: str, name: str, threads: int, calls: int, copies: int = 1) -> dict:
+    """One code's round in a fresh process; with `copies`, that many identical processes at once (their mean
+    times): two one-thread copies measure what two cores give on this machine when both are busy."""
     env = dict(os.environ, **single_thread_env(), NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     if code == "ours":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     command = [python, str(Path(__file__).resolve()), "--worker", code, name, str(calls)]
     wall, busy, own = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, start_new_session=True)
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                  start_new_session=True) for _ in range(copies)]
+    outputs = [process.communicate() for process in processes]
     wall = time.perf_counter() - wall
-    for line in completed.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            result = json.loads(line[len(RESULT_TAG):])
-            result["other_cores"] = max(0.0, (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)) / wall
-            return result
-    raise RuntimeError(f"{code} on {name} failed:\n{(completed.stderr or completed.stdout)[-2000:]}")
+    results = [json.loads(line[len(RESULT_TAG):]) for stdout, _ in outputs for line in stdout.splitlines()
+               if line.startswith(RESULT_TAG)]
+    if len(results) != copies:
+        raise RuntimeError(f"{code} on {name} failed:\n{(outputs[0][1] or outputs[0][0])[-2000:]}")
+    result = results[0]
+    for key in ("wall_us", "cpu_us"):
+        result[key] = statistics.mean(r[key] for r in results)
+    result["other_cores"] = max(0.0, (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)) / wall
+    return result
 
 
 def cpu_description() -> str:
@@ -126,40 +134,44 @@ def main() -> int:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
         return 0
     motep = ensure_motep_venv(base_python())
-    runs = [("ours", 1), ("ours", 2)] + ([("motep", 1)] if motep else [])
+    runs = [("ours", 1, 1), ("ours", 2, 1), ("ours", 1, 2)] + ([("motep", 1, 1)] if motep else [])
     rounds: dict[tuple, list[dict]] = {}  # (system, code, threads): one result per round
     for name in args.systems:
         for round_ in range(args.rounds):
-            for code, threads in runs:
-                result = run_round(sys.executable if code == "ours" else motep, code, name, threads, args.calls)
-                log(f"round {round_ + 1} {name} {code} {threads} thread(s): {result['wall_us']:.1f} us/atom wall, "
-                    f"{result['cpu_us']:.1f} CPU, other processes kept {result['other_cores']:.2f} cores busy")
-                rounds.setdefault((name, code, threads), []).append(result)
+            for code, threads, copies in runs:
+                result = run_round(sys.executable if code == "ours" else motep, code, name, threads, args.calls,
+                                   copies)
+                log(f"round {round_ + 1} {name} {code} {threads} thread(s) x {copies}: {result['wall_us']:.1f} "
+                    f"us/atom wall, {result['cpu_us']:.1f} CPU, other processes kept {result['other_cores']:.2f} "
+                    f"cores busy")
+                rounds.setdefault((name, code, threads, copies), []).append(result)
 
-    def ratios(name, numerator, denominator) -> str:
+    def ratios(name, numerator, denominator, factor=1.0) -> str:
         """Per round (the codes ran minutes apart at most: the machine's drift cancels): median [min-max]."""
-        values = sorted(a["wall_us"] / b["wall_us"] for a, b in zip(rounds[(name, *numerator)],
-                                                                   rounds[(name, *denominator)]))
+        values = sorted(factor * a["wall_us"] / b["wall_us"] for a, b in zip(rounds[(name, *numerator)],
+                                                                            rounds[(name, *denominator)]))
         return f"{statistics.median(values):.2f}x [{values[0]:.2f}-{values[-1]:.2f}]"
 
     print(f"CPU: {cpu_description()}")
     print(f"ratios of wall times within each of {args.rounds} rounds: median [min-max]")
-    print(f"{'system':<22}{'motep / ours, 1 thread':>26}{'ours 1 thread / 2':>22}")
+    print(f"{'system':<22}{'motep / ours, 1 thread':>26}{'ours 1 thread / 2':>22}{'two cores give':>22}")
     for name in args.systems:
-        label = f"{name} L{SYSTEMS[name][1]} {rounds[(name, 'ours', 1)][0]['atoms']} atoms"
-        speed = ratios(name, ("motep", 1), ("ours", 1)) if motep else "-"
-        print(f"{label:<22}{speed:>26}{ratios(name, ('ours', 1), ('ours', 2)):>22}")
+        label = f"{name} L{SYSTEMS[name][1]} {rounds[(name, 'ours', 1, 1)][0]['atoms']} atoms"
+        speed = ratios(name, ("motep", 1, 1), ("ours", 1, 1)) if motep else "-"
+        print(f"{label:<22}{speed:>26}{ratios(name, ('ours', 1, 1), ('ours', 2, 1)):>22}"
+              f"{ratios(name, ('ours', 1, 1), ('ours', 1, 2), 2.0):>22}")
+    print("two cores give: 2 x (one 1-thread process alone) / (two at once), the most 2 threads can gain here")
     print("\nmedian over the rounds of each round's median per atom and call, us (wall / CPU time of every thread):")
-    for (name, code, threads), results in rounds.items():
+    for (name, code, threads, copies), results in rounds.items():
         wall = statistics.median(r["wall_us"] for r in results)
         cpu = statistics.median(r["cpu_us"] for r in results)
-        print(f"  {name} {code:<6}{threads} thread(s): {wall:8.1f} / {cpu:8.1f}   max |F| of the last call "
+        print(f"  {name} {code:<6}{threads} thread(s) x {copies}: {wall:8.1f} / {cpu:8.1f}   max |F| of the last call "
               f"{results[-1]['max_force']:.4f} eV/Å")
     for name in args.systems:
         if motep:
-            ours, theirs = (np.array(rounds[(name, code, 1)][-1]["energies"]) for code in ("ours", "motep"))
+            ours, theirs = (np.array(rounds[(name, code, 1, 1)][-1]["energies"]) for code in ("ours", "motep"))
             print(f"  {name}: largest energy difference ours - motep over the calls "
-                  f"{np.abs(ours - theirs).max() / rounds[(name, 'ours', 1)][-1]['atoms']:.2e} eV/atom")
+                  f"{np.abs(ours - theirs).max() / rounds[(name, 'ours', 1, 1)][-1]['atoms']:.2e} eV/atom")
     return 0
 
 

@@ -6,10 +6,12 @@ Cells: fcc Cu of 32,000 and 256,000 atoms (`protocols/lammps_md.in`, cells 20 an
 embedded Cu MTP (mtp_driver/data/Cu_zuo2020.mtp). LAMMPS's "Loop time" over the run's steps (setup, the first
 neighbour search and Numba's cache load excluded) per atom and step. `MTPCalculator`: the same cell, each call
 moving the atoms by 0.01 Å per coordinate (an MD step; its neighbour list is reused as in MD), the median call.
-Every process has one Numba thread (NUMBA_NUM_THREADS=1): 1 rank is one core, 2 ranks two. The codes alternate
-within each of --rounds rounds (the machine is noisy); ratios are taken within a round, median [range] printed.
+Every process has one Numba thread (NUMBA_NUM_THREADS=1): 1 rank is one core, 2 ranks two. What two cores can
+give at all is measured too: two independent 1-rank runs at once (a process slows down when the other core is busy:
+shared cache, memory, clock). The codes alternate within each of --rounds rounds (the machine is noisy); ratios are
+taken within a round, median [range] printed.
 
-    python benchmarks/bench_lammps.py                 # 3 rounds, about 10 minutes on 2 cores
+    python benchmarks/bench_lammps.py                 # 5 rounds, about 25 minutes on 2 cores
     python benchmarks/bench_lammps.py --rounds 1 --sizes 32000
 
 No timed assertions: it only prints.
@@ -57,14 +59,29 @@ def mpi_prefix(ranks: int) -> list[str]:
     return [] if ranks == 1 else [shutil.which("mpiexec", path=str(BIN)), "-n", str(ranks)]
 
 
+def lammps_mtp_command(size: int, ranks: int, log_file: Path) -> list[str]:
+    return mpi_prefix(ranks) + [str(BIN / "mtp-driver"), "lammps", str(MD_INPUT), "--potential", str(POTENTIAL),
+                                "--species", "Cu", "--var", "cells", str(CELLS[size]), "--var", "steps",
+                                str(STEPS[size]), "--var", "ensemble", "nve", "--var", "temperature", "600",
+                                "--log", str(log_file)]
+
+
 def lammps_mtp(size: int, ranks: int, directory: Path) -> float:
     log_file = directory / f"mtp_{size}_{ranks}.log"
-    subprocess.run(mpi_prefix(ranks) + [str(BIN / "mtp-driver"), "lammps", str(MD_INPUT), "--potential",
-                                        str(POTENTIAL), "--species", "Cu", "--var", "cells", str(CELLS[size]),
-                                        "--var", "steps", str(STEPS[size]), "--var", "ensemble", "nve",
-                                        "--var", "temperature", "600", "--log", str(log_file)],
-                   check=True, env=env(), cwd=directory, stdout=subprocess.DEVNULL)
+    subprocess.run(lammps_mtp_command(size, ranks, log_file), check=True, env=env(), cwd=directory,
+                   stdout=subprocess.DEVNULL)
     return loop_time(log_file)
+
+
+def lammps_mtp_twice(size: int, directory: Path) -> float:
+    """Two independent 1-rank runs at once (no communication, nothing shared but the machine): their mean time.
+    2 x (1 rank alone) / this is the most two processes can gain on this machine, the yardstick for 2 ranks."""
+    logs = [directory / f"mtp_{size}_alone_{copy}.log" for copy in range(2)]
+    runs = [subprocess.Popen(lammps_mtp_command(size, 1, log_file), env=env(), cwd=directory,
+                             stdout=subprocess.DEVNULL) for log_file in logs]
+    if any(run.wait() for run in runs):
+        raise RuntimeError("a 1-rank LAMMPS run failed")
+    return statistics.mean(loop_time(log_file) for log_file in logs)
 
 
 def lammps_eam(size: int, ranks: int, directory: Path) -> float:
@@ -116,6 +133,7 @@ CODES = {  # name: (label, function(size, directory))
     "calculator": ("MTPCalculator, 1 thread", calculator),
     "mtp1": ("LAMMPS + MTP, 1 rank", lambda size, directory: lammps_mtp(size, 1, directory)),
     "mtp2": ("LAMMPS + MTP, 2 ranks", lambda size, directory: lammps_mtp(size, 2, directory)),
+    "twice": ("two 1-rank runs at once", lammps_mtp_twice),
     "eam1": ("LAMMPS eam, 1 rank", lambda size, directory: lammps_eam(size, 1, directory)),
     "eam2": ("LAMMPS eam, 2 ranks", lambda size, directory: lammps_eam(size, 2, directory)),
 }
@@ -127,7 +145,7 @@ def spread(values: list[float]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(CELLS), choices=list(CELLS))
     parser.add_argument("--calculator-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -148,11 +166,14 @@ def main(argv=None) -> int:
         print(f"\n{size} atoms (fcc Cu, Cu_zuo2020.mtp):")
         for code, (label, _) in CODES.items():
             print(f"  {label:28s} {spread(times[size, code])}")
-        pairs = (("mtp1", "mtp2", "MTP 2-rank speed-up"), ("eam1", "eam2", "eam 2-rank speed-up"),
-                 ("mtp1", "calculator", "LAMMPS+MTP (1 rank) / MTPCalculator"), ("mtp1", "eam1", "MTP / eam (1 rank)"))
-        for slow, fast, label in pairs:
-            ratios = [a / b for a, b in zip(times[size, slow], times[size, fast])]
-            print(f"  {label:40s} {spread(ratios)}x")
+        pairs = (("mtp1", "mtp2", 1, "MTP 2-rank speed-up"),
+                 ("mtp1", "twice", 2, "two processes' ceiling (2 x alone / at once)"),
+                 ("eam1", "eam2", 1, "eam 2-rank speed-up"),
+                 ("calculator", "mtp1", 1, "MTPCalculator / LAMMPS+MTP (1 rank)"),
+                 ("mtp1", "eam1", 1, "MTP / eam (1 rank)"))
+        for slow, fast, factor, label in pairs:
+            ratios = [factor * a / b for a, b in zip(times[size, slow], times[size, fast])]
+            print(f"  {label:44s} {spread(ratios)}x")
     return 0
 
 
