@@ -260,3 +260,21 @@ def test_a_reused_skin_list_gives_the_results_of_a_new_search():
     lists.update(shifted, atoms.cell.array * 1.0001, atoms.pbc)  # another cell
     lists.update(shifted, atoms.cell.array * 1.0001, [True, True, False])  # another periodicity
     assert lists.searches == 4
+
+
+@pytest.mark.parametrize("atoms, centres, box", [(400, 400, 18.0), (900, 300, 25.0), (300, 120, 1e4), (0, 0, 1.0)])
+def test_an_open_structures_pairs_are_vesins(atoms, centres, box):
+    """Our cell list for open structures (molecules, a domain's owned atoms among ghosts) lists exactly vesin's
+    pairs of the first `centres` atoms, sorted by centre; a sparse cloud (bins enlarged) too."""
+    from mtp_driver.mtp.neighbors import _sorted_pairs, open_pairs
+
+    positions = np.random.default_rng(atoms).uniform(0.0, box, size=(atoms, 3))
+    centers, neighbors, offsets = open_pairs(positions, centres, 5.3)
+    expected_centers, expected_neighbors, _, expected_offsets = _sorted_pairs(positions, np.zeros((3, 3)), False,
+                                                                              5.3, "ijS")
+    stop = expected_offsets[centres]
+    np.testing.assert_array_equal(offsets, expected_offsets[:centres + 1])
+    np.testing.assert_array_equal(centers, expected_centers[:stop])
+    assert sorted(zip(centers, neighbors)) == sorted(zip(expected_centers[:stop], expected_neighbors[:stop]))
+    if atoms and box < 100:
+        assert len(centers) > 10 * centres, "the test needs a dense structure"

@@ -1,5 +1,5 @@
-"""Full neighbour lists in CSR form for the kernels, built with vesin; `SkinNeighborList` reuses one while
-atoms move little (MD steps, relaxation steps)."""
+"""Full neighbour lists in CSR form for the kernels, built with vesin (an open structure's skin list: our cell
+list over its centres); `SkinNeighborList` reuses one while atoms move little (MD steps, relaxation steps)."""
 
 from __future__ import annotations
 
@@ -102,12 +102,93 @@ class SkinNeighborList:
         return bool(moved < (0.5 * self.skin) ** 2)  # False for NaN positions: a new search refuses them
 
     def _search(self, positions, cell, pbc, count: int) -> _SkinPairs:
-        centers, neighbors, shifts, offsets = _sorted_pairs(positions, cell, pbc, self.cutoff + self.skin, "ijS")
         self.searches += 1
+        if not pbc.any():  # a molecule, or a domain's owned atoms and ghosts: only the first `count` atoms' pairs
+            check_geometry(positions, np.zeros((3, 3)), pbc, self.cutoff + self.skin)
+            centers, neighbors, offsets = open_pairs(positions, count, self.cutoff + self.skin)
+            return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers, neighbors,
+                              np.zeros((len(centers), 3)), offsets)
+        centers, neighbors, shifts, offsets = _sorted_pairs(positions, cell, pbc, self.cutoff + self.skin, "ijS")
         stop = int(offsets[count])  # the pairs of the first `count` atoms come first
         shift_vectors = np.einsum("pk,ka->pa", shifts[:stop], cell)  # not `@`: BLAS would wake its spinning threads
         return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers[:stop], neighbors[:stop], shift_vectors,
                           offsets[:count + 1])
+
+
+MAX_BINS_PER_ATOM = 8  # an open structure's bins grow with the cutoff until there are at most this many per atom
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def open_pairs(positions, count, cutoff):
+    """Pairs (i, j), j != i, closer than `cutoff` among `positions` (N, 3) without periodicity, for the centres
+    i < count only, sorted by centre: (centers, neighbors, CSR offsets (count + 1,)). A cell list searched in
+    parallel over the centres: a domain's ghost atoms are neighbours but never searched around (vesin lists the
+    pairs of every atom; a domain has about as many ghosts as owned atoms)."""
+    n_atoms = positions.shape[0]
+    low = np.empty(3)
+    bins = np.ones(3, dtype=np.int64)
+    size = cutoff
+    for a in range(3):
+        low[a] = positions[:, a].min() if n_atoms else 0.0
+    while True:  # a sparse structure gets larger bins: still correct, each atom's 27 bins hold its sphere
+        for a in range(3):
+            high = positions[:, a].max() if n_atoms else 0.0
+            bins[a] = int((high - low[a]) / size) + 1
+        if bins[0] * bins[1] * bins[2] <= MAX_BINS_PER_ATOM * n_atoms + 27:
+            break
+        size *= 2.0
+    atom_bin = np.empty(n_atoms, dtype=np.int64)
+    bin_starts = np.zeros(bins[0] * bins[1] * bins[2] + 1, dtype=np.int64)
+    for j in range(n_atoms):
+        b = 0
+        for a in range(3):
+            b = b * bins[a] + min(int((positions[j, a] - low[a]) / size), bins[a] - 1)
+        atom_bin[j] = b
+        bin_starts[b + 1] += 1
+    for b in range(bins[0] * bins[1] * bins[2]):
+        bin_starts[b + 1] += bin_starts[b]
+    fill = bin_starts[:-1].copy()
+    binned = np.empty(n_atoms, dtype=np.int64)
+    for j in range(n_atoms):
+        binned[fill[atom_bin[j]]] = j
+        fill[atom_bin[j]] += 1
+    cutoff_squared = cutoff * cutoff
+    found = np.zeros(count + 1, dtype=np.int64)
+    for i in prange(count):
+        found[i + 1] = _open_neighbors(i, positions, atom_bin[i], bins, bin_starts, binned, cutoff_squared,
+                                       binned, 0, False)
+    for i in range(count):
+        found[i + 1] += found[i]
+    centers = np.empty(found[count], dtype=np.int64)
+    neighbors = np.empty(found[count], dtype=np.int64)
+    for i in prange(count):
+        centers[found[i]:found[i + 1]] = i
+        _open_neighbors(i, positions, atom_bin[i], bins, bin_starts, binned, cutoff_squared, neighbors, found[i],
+                        True)
+    return centers, neighbors, found
+
+
+@njit(cache=True, fastmath=False)
+def _open_neighbors(i, positions, own_bin, bins, bin_starts, binned, cutoff_squared, out, start, write):
+    """Count (and with `write`, store from out[start]) atom i's neighbours in its own and the adjacent bins."""
+    z = own_bin % bins[2]
+    y = (own_bin // bins[2]) % bins[1]
+    x = own_bin // (bins[2] * bins[1])
+    k = start
+    for bx in range(max(x - 1, 0), min(x + 2, bins[0])):
+        for by in range(max(y - 1, 0), min(y + 2, bins[1])):
+            for bz in range(max(z - 1, 0), min(z + 2, bins[2])):
+                b = (bx * bins[1] + by) * bins[2] + bz
+                for q in range(bin_starts[b], bin_starts[b + 1]):
+                    j = binned[q]
+                    dx = positions[j, 0] - positions[i, 0]
+                    dy = positions[j, 1] - positions[i, 1]
+                    dz = positions[j, 2] - positions[i, 2]
+                    if j != i and dx * dx + dy * dy + dz * dz < cutoff_squared:
+                        if write:
+                            out[k] = j
+                        k += 1
+    return k - start
 
 
 @njit(cache=True, fastmath=False, parallel=True)
