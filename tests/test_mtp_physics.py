@@ -278,3 +278,31 @@ def test_an_open_structures_pairs_are_vesins(atoms, centres, box):
     assert sorted(zip(centers, neighbors)) == sorted(zip(expected_centers[:stop], expected_neighbors[:stop]))
     if atoms and box < 100:
         assert len(centers) > 10 * centres, "the test needs a dense structure"
+
+
+@pytest.mark.parametrize("atoms, cell", [
+    (500, [[18.0, 0.0, 0.0], [0.0, 19.0, 0.0], [0.0, 0.0, 20.0]]),
+    (400, [[16.0, 0.0, 0.0], [5.0, 15.0, 0.0], [-4.0, 6.0, 17.0]]),  # triclinic: bins along the faces' normals
+    (60, [[7.0, 0.0, 0.0], [1.0, 6.5, 0.0], [0.5, 0.5, 11.0]]),  # one and two bins: several images of one bin
+    (5, [[40.0, 0.0, 0.0], [0.0, 40.0, 0.0], [0.0, 0.0, 40.0]]),  # sparse: bins merged
+])
+def test_a_periodic_cells_pairs_are_vesins(atoms, cell):
+    """Our periodic cell list lists exactly vesin's pairs (i, j, image), sorted by centre, for atoms anywhere
+    (outside the cell too) in orthogonal and triclinic cells, down to cells one cutoff thick."""
+    from mtp_driver.mtp.neighbors import _sorted_pairs, periodic_grid, periodic_pairs
+
+    cell = np.array(cell)
+    rng = np.random.default_rng(atoms)
+    positions = rng.uniform(-0.5, 1.5, size=(atoms, 3)) @ cell
+    bins = periodic_grid(cell, atoms, 5.3)
+    assert bins.min() >= 1
+    centers, neighbors, shift_vectors, offsets = periodic_pairs(positions, cell, bins, 5.3)
+    expected_centers, expected_neighbors, shifts, expected_offsets = _sorted_pairs(positions, cell, True, 5.3, "ijS")
+    np.testing.assert_array_equal(offsets, expected_offsets)
+    np.testing.assert_array_equal(centers, expected_centers)
+    images = np.rint(shift_vectors @ np.linalg.inv(cell)).astype(int)
+    np.testing.assert_allclose(images @ cell, shift_vectors, atol=1e-9)
+    assert sorted(zip(centers, neighbors, map(tuple, images))) == \
+        sorted(zip(expected_centers, expected_neighbors, map(tuple, shifts)))
+    assert len(centers) > 5 * atoms or atoms < 10, "the test needs a dense structure"
+    assert periodic_grid(np.diag([30.0, 30.0, 5.0]), 100, 5.3).min() == 0  # thinner than the cutoff: vesin's

@@ -1,5 +1,6 @@
-"""Full neighbour lists in CSR form for the kernels, built with vesin (an open structure's skin list: our cell
-list over its centres); `SkinNeighborList` reuses one while atoms move little (MD steps, relaxation steps)."""
+"""Full neighbour lists in CSR form for the kernels, built with vesin; `SkinNeighborList` reuses one while atoms
+move little (MD steps, relaxation steps), found by our parallel cell lists (vesin for cells thinner than the cutoff
+or open along some axes)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,17 @@ def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
 
 def _sorted_pairs(positions: np.ndarray, cell, pbc, cutoff: float, quantities: str) -> tuple:
     """(centers, neighbors, the third of vesin's `quantities`, CSR offsets) of the checked structure, sorted by
-    centre (vesin's own sorting costs more than the whole search; `sort_by_center` is O(pairs))."""
+    centre."""
     periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     box = np.array(cell, dtype=np.float64).reshape(3, 3)
     box[~periodic] = 0.0  # vesin ignores the box along open directions only when they are zero
     check_geometry(positions, box, periodic, cutoff)
+    return _vesin_pairs(positions, box, periodic, cutoff, quantities)
+
+
+def _vesin_pairs(positions: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float, quantities: str) -> tuple:
+    """`_sorted_pairs` of a structure `check_geometry` passed (vesin's own sorting costs more than the whole
+    search; `sort_by_center` is O(pairs))."""
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=False)
     # copy=False: views into `calculator`, valid only while it lives; the sort copies them
     centers, neighbors, third = calculator.compute(positions, box, [bool(p) for p in periodic], quantities=quantities,
@@ -103,16 +110,22 @@ class SkinNeighborList:
 
     def _search(self, positions, cell, pbc, count: int) -> _SkinPairs:
         self.searches += 1
+        cutoff = self.cutoff + self.skin
+        box = np.where(pbc[:, None], cell, 0.0)
+        check_geometry(positions, box, pbc, cutoff)
         if not pbc.any():  # a molecule, or a domain's owned atoms and ghosts: only the first `count` atoms' pairs
-            check_geometry(positions, np.zeros((3, 3)), pbc, self.cutoff + self.skin)
-            centers, neighbors, offsets = open_pairs(positions, count, self.cutoff + self.skin)
+            centers, neighbors, offsets = open_pairs(positions, count, cutoff)
             return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers, neighbors,
                               np.zeros((len(centers), 3)), offsets)
-        centers, neighbors, shifts, offsets = _sorted_pairs(positions, cell, pbc, self.cutoff + self.skin, "ijS")
+        bins = periodic_grid(cell, len(positions), cutoff) if pbc.all() else np.zeros(3, dtype=np.int64)
+        if bins.min() >= 1:
+            centers, neighbors, shift_vectors, offsets = periodic_pairs(positions, cell, bins, cutoff)
+        else:  # open along some axis, or thinner than the cutoff: neighbours beyond the adjacent images
+            centers, neighbors, shifts, offsets = _vesin_pairs(positions, box, pbc, cutoff, "ijS")
+            shift_vectors = np.einsum("pk,ka->pa", shifts, cell)  # not `@`: BLAS would wake its spinning threads
         stop = int(offsets[count])  # the pairs of the first `count` atoms come first
-        shift_vectors = np.einsum("pk,ka->pa", shifts[:stop], cell)  # not `@`: BLAS would wake its spinning threads
-        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers[:stop], neighbors[:stop], shift_vectors,
-                          offsets[:count + 1])
+        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers[:stop], neighbors[:stop],
+                          shift_vectors[:stop], offsets[:count + 1])
 
 
 MAX_BINS_PER_ATOM = 8  # an open structure's bins grow with the cutoff until there are at most this many per atom
@@ -138,20 +151,12 @@ def open_pairs(positions, count, cutoff):
             break
         size *= 2.0
     atom_bin = np.empty(n_atoms, dtype=np.int64)
-    bin_starts = np.zeros(bins[0] * bins[1] * bins[2] + 1, dtype=np.int64)
     for j in range(n_atoms):
         b = 0
         for a in range(3):
             b = b * bins[a] + min(int((positions[j, a] - low[a]) / size), bins[a] - 1)
         atom_bin[j] = b
-        bin_starts[b + 1] += 1
-    for b in range(bins[0] * bins[1] * bins[2]):
-        bin_starts[b + 1] += bin_starts[b]
-    fill = bin_starts[:-1].copy()
-    binned = np.empty(n_atoms, dtype=np.int64)
-    for j in range(n_atoms):
-        binned[fill[atom_bin[j]]] = j
-        fill[atom_bin[j]] += 1
+    bin_starts, binned = _binned_atoms(atom_bin, bins[0] * bins[1] * bins[2])
     cutoff_squared = cutoff * cutoff
     found = np.zeros(count + 1, dtype=np.int64)
     for i in prange(count):
@@ -187,6 +192,132 @@ def _open_neighbors(i, positions, own_bin, bins, bin_starts, binned, cutoff_squa
                     if j != i and dx * dx + dy * dy + dz * dz < cutoff_squared:
                         if write:
                             out[k] = j
+                        k += 1
+    return k - start
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def _cross(u, v):
+    return np.array([u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]])
+
+
+@njit(cache=True, fastmath=False)
+def _binned_atoms(atom_bin, n_bins):
+    """Counting sort of the atoms by bin: (bin_starts (n_bins + 1,), atoms in bin order)."""
+    bin_starts = np.zeros(n_bins + 1, dtype=np.int64)
+    for j in range(atom_bin.shape[0]):
+        bin_starts[atom_bin[j] + 1] += 1
+    for b in range(n_bins):
+        bin_starts[b + 1] += bin_starts[b]
+    fill = bin_starts[:-1].copy()
+    binned = np.empty(atom_bin.shape[0], dtype=np.int64)
+    for j in range(atom_bin.shape[0]):
+        binned[fill[atom_bin[j]]] = j
+        fill[atom_bin[j]] += 1
+    return bin_starts, binned
+
+
+@njit(cache=True, fastmath=False)
+def periodic_grid(cell, n_atoms, cutoff):
+    """Bins along a, b, c of a periodic cell for `periodic_pairs`: each at least `cutoff` thick between its faces
+    (fewer when that would make over MAX_BINS_PER_ATOM per atom); a zero count where the cell is thinner than
+    `cutoff` (then a neighbour can be more than one image away: vesin's case)."""
+    volume = abs(np.dot(cell[0], _cross(cell[1], cell[2])))
+    bins = np.zeros(3, dtype=np.int64)
+    for a in range(3):
+        face = np.sqrt(np.sum(_cross(cell[(a + 1) % 3], cell[(a + 2) % 3]) ** 2))
+        bins[a] = int(volume / face / cutoff) if face > 0.0 else 0
+    while bins[0] * bins[1] * bins[2] > MAX_BINS_PER_ATOM * n_atoms + 27:
+        bins = np.maximum(bins // 2, 1)
+    return bins
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def periodic_pairs(positions, cell, bins, cutoff):
+    """Pairs (i, j, image) with |r_j - r_i + shift| < cutoff in a periodic cell (rows a, b, c) cut into `bins`
+    (>= 1 each, from `periodic_grid`), sorted by centre: (centers, neighbors, shift vectors (P, 3) Å, CSR offsets).
+    A cell list in fractional coordinates searched in parallel over the centres: a neighbour's bin is at most
+    one bin away along each axis (each bin is a cutoff thick), in the same or the adjacent image."""
+    n_atoms = positions.shape[0]
+    volume = np.dot(cell[0], _cross(cell[1], cell[2]))
+    reciprocal = np.empty((3, 3))  # fractional = positions @ reciprocal
+    for a in range(3):
+        reciprocal[:, a] = _cross(cell[(a + 1) % 3], cell[(a + 2) % 3]) / volume
+    wrapped = np.empty((n_atoms, 3))  # positions moved into the cell by whole cell vectors
+    image = np.empty((n_atoms, 3), dtype=np.int64)  # the cell vectors subtracted
+    atom_bin = np.empty(n_atoms, dtype=np.int64)
+    for j in range(n_atoms):
+        b = 0
+        for a in range(3):
+            fraction = positions[j, 0] * reciprocal[0, a] + positions[j, 1] * reciprocal[1, a] + \
+                positions[j, 2] * reciprocal[2, a]
+            whole = np.floor(fraction)
+            image[j, a] = int(whole)
+            b = b * bins[a] + min(max(int((fraction - whole) * bins[a]), 0), bins[a] - 1)
+        atom_bin[j] = b
+        for a in range(3):
+            wrapped[j, a] = positions[j, a] - image[j, 0] * cell[0, a] - image[j, 1] * cell[1, a] - \
+                image[j, 2] * cell[2, a]
+    bin_starts, binned = _binned_atoms(atom_bin, bins[0] * bins[1] * bins[2])
+    in_bins = np.empty((n_atoms, 3))  # wrapped positions in bin order: a bin's atoms are read contiguously
+    for q in range(n_atoms):
+        in_bins[q] = wrapped[binned[q]]
+    cutoff_squared = cutoff * cutoff
+    found = np.zeros(n_atoms + 1, dtype=np.int64)
+    unused_neighbors = np.empty(0, dtype=np.int64)
+    unused_shifts = np.empty((0, 3))
+    for i in prange(n_atoms):
+        found[i + 1] = _periodic_neighbors(i, wrapped, in_bins, image, cell, atom_bin[i], bins, bin_starts, binned,
+                                           cutoff_squared, unused_neighbors, unused_shifts, 0, False)
+    for i in range(n_atoms):
+        found[i + 1] += found[i]
+    centers = np.empty(found[n_atoms], dtype=np.int64)
+    neighbors = np.empty(found[n_atoms], dtype=np.int64)
+    shift_vectors = np.empty((found[n_atoms], 3))
+    for i in prange(n_atoms):
+        centers[found[i]:found[i + 1]] = i
+        _periodic_neighbors(i, wrapped, in_bins, image, cell, atom_bin[i], bins, bin_starts, binned, cutoff_squared,
+                            neighbors, shift_vectors, found[i], True)
+    return centers, neighbors, shift_vectors, found
+
+
+@njit(cache=True, fastmath=False)
+def _periodic_neighbors(i, wrapped, in_bins, image, cell, own_bin, bins, bin_starts, binned, cutoff_squared, out, shifts, start,
+                        write):
+    """Count (and with `write`, store from out[start], with their shift vectors) atom i's neighbours in the 27
+    bins around its own, across the cell's faces (with one or two bins along an axis, the same bin in
+    different images)."""
+    nx, ny, nz = bins[0], bins[1], bins[2]
+    x0, y0, z0 = own_bin // (nz * ny), (own_bin // nz) % ny, own_bin % nz
+    k = start
+    for ox in range(-1, 2):
+        ax = (x0 + ox) // nx  # the image of the cell the bin is in: -1, 0 or 1
+        x = x0 + ox - ax * nx
+        for oy in range(-1, 2):
+            ay = (y0 + oy) // ny
+            y = y0 + oy - ay * ny
+            for oz in range(-1, 2):
+                az = (z0 + oz) // nz
+                z = z0 + oz - az * nz
+                b = (x * ny + y) * nz + z
+                sx = ax * cell[0, 0] + ay * cell[1, 0] + az * cell[2, 0]
+                sy = ax * cell[0, 1] + ay * cell[1, 1] + az * cell[2, 1]
+                sz = ax * cell[0, 2] + ay * cell[1, 2] + az * cell[2, 2]
+                itself = ax == 0 and ay == 0 and az == 0
+                px, py, pz = wrapped[i, 0] - sx, wrapped[i, 1] - sy, wrapped[i, 2] - sz
+                for q in range(bin_starts[b], bin_starts[b + 1]):
+                    dx = in_bins[q, 0] - px
+                    dy = in_bins[q, 1] - py
+                    dz = in_bins[q, 2] - pz
+                    if dx * dx + dy * dy + dz * dz < cutoff_squared and not (itself and binned[q] == i):
+                        if write:  # r_j - r_i + shift vector is the pair's vector
+                            j = binned[q]
+                            out[k] = j
+                            cx = ax - image[j, 0] + image[i, 0]
+                            cy = ay - image[j, 1] + image[i, 1]
+                            cz = az - image[j, 2] + image[i, 2]
+                            for a in range(3):
+                                shifts[k, a] = cx * cell[0, a] + cy * cell[1, a] + cz * cell[2, a]
                         k += 1
     return k - start
 
