@@ -12,8 +12,11 @@ median is printed with the range. Wall time and the process's CPU time (every th
 call are printed; motep 0.2.0 runs its C engine (`cext`, one thread), ours one thread
 (`NUMBA_NUM_THREADS=1`) and two, and two one-thread processes at once: what two cores give at all here (a
 process slows down when the other core is busy: shared cache, memory, clock), the yardstick for two threads.
+Then the same comparisons in turns: two resident processes (ours on 1 and 2 threads; motep and ours on 1)
+take turns call by call (ABBA) for --turns calls, and the per-call ratios' median and quartiles are
+printed: on a VM whose speed moves within a minute, this is the sharper figure.
 
-    python benchmarks/bench_calculator.py              # 5 rounds, about 7 minutes on 2 cores
+    python benchmarks/bench_calculator.py              # 5 rounds and 100 turns, about 10 minutes on 2 cores
     python benchmarks/bench_calculator.py --rounds 3 --systems Li
 
 motep is installed into benchmarks/.venv-motep on first use (as by bench_efs.py). No timed
@@ -44,6 +47,7 @@ SYSTEMS = {  # name: (potential, level, lattice, a (Å), cubic cells repeated)
     "Ge": (DATA / "Ge.mtp", 24, "diamond", 5.658, 6),
 }
 CALLS = 20
+TURNS = 100  # calls of each code in the call-by-call comparison
 STEP = 0.01  # Å per coordinate and call
 SEED = 18
 PROPERTIES = ["energy", "forces", "stress"]
@@ -61,21 +65,24 @@ def structures(name: str, calls: int):
     return atoms, atoms.positions + np.cumsum(steps, axis=0)
 
 
-def worker(code: str, name: str, calls: int) -> None:
-    """One round of one code: a warm-up call, then `calls` timed calls on moving positions."""
+def calculator_of(code: str, name: str, atoms):
     potential, *_ = SYSTEMS[name]
-    atoms, positions = structures(name, calls)
     if code == "ours":
         from mtp_driver import MTPCalculator
 
-        calculator = MTPCalculator(potential, species=[name])
-    else:
-        from motep.calculator import MTP as MotepCalculator
-        from motep.io.mlip.mtp import read_mtp
+        return MTPCalculator(potential, species=[name])
+    from motep.calculator import MTP as MotepCalculator
+    from motep.io.mlip.mtp import read_mtp
 
-        data = read_mtp(potential)
-        data.species = [int(atoms.numbers[0])]
-        calculator = MotepCalculator(data, engine="cext")
+    data = read_mtp(potential)
+    data.species = [int(atoms.numbers[0])]
+    return MotepCalculator(data, engine="cext")
+
+
+def worker(code: str, name: str, calls: int) -> None:
+    """One round of one code: a warm-up call, then `calls` timed calls on moving positions."""
+    atoms, positions = structures(name, calls)
+    calculator = calculator_of(code, name, atoms)
     walls, cpus, energies = [], [], []
     for k, moved in enumerate(positions):
         atoms.positions = moved
@@ -89,6 +96,57 @@ def worker(code: str, name: str, calls: int) -> None:
     emit(dict(code=code, system=name, atoms=len(atoms), wall_us=1e6 * statistics.median(walls) / len(atoms),
               cpu_us=1e6 * statistics.median(cpus) / len(atoms), energies=energies,
               max_force=float(np.abs(calculator.results["forces"]).max())))
+
+
+def resident_worker(code: str, name: str, calls: int) -> None:
+    """A warm-up call, then one timed call (wall seconds emitted) per line read from stdin: the parent makes two
+    of these take turns call by call."""
+    atoms, positions = structures(name, calls)
+    calculator = calculator_of(code, name, atoms)
+    atoms.positions = positions[0]
+    calculator.calculate(atoms, PROPERTIES)
+    emit({"ready": len(atoms)})
+    for moved in positions[1:]:
+        if not sys.stdin.readline():
+            return
+        atoms.positions = moved
+        wall = time.perf_counter()
+        calculator.calculate(atoms, PROPERTIES)
+        emit({"wall": time.perf_counter() - wall})
+
+
+def turns(first: tuple[str, str, int], second: tuple[str, str, int], name: str, calls: int) -> list[float]:
+    """Per-call ratios first / second of two resident processes, each (python, code, threads), taking turns call
+    by call in the order ABBA: both codes see the machine of the same second, which round-level alternation cannot
+    give on a VM whose speed moves within a minute."""
+    processes = []
+    for python, code, threads in (first, second):
+        env = dict(os.environ, **single_thread_env(), NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
+        command = [python, str(Path(__file__).resolve()), "--resident", code, name, str(calls)]
+        processes.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                          start_new_session=True))
+
+    def answer(process) -> dict:
+        for line in process.stdout:
+            if line.startswith(RESULT_TAG):
+                return json.loads(line[len(RESULT_TAG):])
+        raise RuntimeError(f"a resident worker on {name} ended early (exit code {process.wait()})")
+
+    try:
+        for process in processes:
+            answer(process)
+        walls: list[list[float]] = [[], []]
+        for k in range(calls):
+            for which in ((0, 1) if k % 2 == 0 else (1, 0)):
+                processes[which].stdin.write("go\n")
+                processes[which].stdin.flush()
+                walls[which].append(answer(processes[which])["wall"])
+    finally:
+        for process in processes:
+            process.stdin.close()
+            process.wait()
+    return [a / b for a, b in zip(*walls)]
 
 
 def run_round(python: str, code: str, name: str, threads: int, calls: int, copies: int = 1) -> dict:
@@ -128,10 +186,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=CALLS)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--turns", type=int, default=TURNS, help="calls of each code taken in turns, 0: none")
     parser.add_argument("--worker", nargs=3, metavar=("CODE", "SYSTEM", "CALLS"), help=argparse.SUPPRESS)
+    parser.add_argument("--resident", nargs=3, metavar=("CODE", "SYSTEM", "CALLS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker(args.worker[0], args.worker[1], int(args.worker[2]))
+    if args.worker or args.resident:
+        code, name, calls = args.worker or args.resident
+        (worker if args.worker else resident_worker)(code, name, int(calls))
         return 0
     motep = ensure_motep_venv(base_python())
     runs = [("ours", 1, 1), ("ours", 2, 1), ("ours", 1, 2)] + ([("motep", 1, 1)] if motep else [])
@@ -152,14 +213,31 @@ def main() -> int:
                                                                             rounds[(name, *denominator)]))
         return f"{statistics.median(values):.2f}x [{values[0]:.2f}-{values[-1]:.2f}]"
 
+    ours_1, ours_2, theirs = (sys.executable, "ours", 1), (sys.executable, "ours", 2), (motep, "motep", 1)
+    in_turns = {}  # (system, what): per-call ratios
+    for name in args.systems if args.turns else ():
+        in_turns[(name, "threads")] = turns(ours_1, ours_2, name, args.turns)
+        if motep:
+            in_turns[(name, "motep")] = turns(theirs, ours_1, name, max(args.turns // 4, 8))
+        log(f"{name} in turns: ours 1 thread / 2 {statistics.median(in_turns[(name, 'threads')]):.2f}x")
+
+    def quartiles(name, what) -> str:
+        values = in_turns.get((name, what))
+        if not values:
+            return "-"
+        low, median, high = statistics.quantiles(values, n=4)
+        return f"{median:.2f}x [{low:.2f}-{high:.2f}]"
+
     print(f"CPU: {cpu_description()}")
-    print(f"ratios of wall times within each of {args.rounds} rounds: median [min-max]")
+    print(f"ratios of wall times within each of {args.rounds} rounds: median [min-max]; in turns: call by call, "
+          "median [quartiles]")
     print(f"{'system':<22}{'motep / ours, 1 thread':>26}{'ours 1 thread / 2':>22}{'two cores give':>22}")
     for name in args.systems:
         label = f"{name} L{SYSTEMS[name][1]} {rounds[(name, 'ours', 1, 1)][0]['atoms']} atoms"
         speed = ratios(name, ("motep", 1, 1), ("ours", 1, 1)) if motep else "-"
         print(f"{label:<22}{speed:>26}{ratios(name, ('ours', 1, 1), ('ours', 2, 1)):>22}"
               f"{ratios(name, ('ours', 1, 1), ('ours', 1, 2), 2.0):>22}")
+        print(f"{'  in turns':<22}{quartiles(name, 'motep'):>26}{quartiles(name, 'threads'):>22}")
     print("two cores give: 2 x (one 1-thread process alone) / (two at once), the most 2 threads can gain here")
     print("\nmedian over the rounds of each round's median per atom and call, us (wall / CPU time of every thread):")
     for (name, code, threads, copies), results in rounds.items():
