@@ -156,7 +156,7 @@ def open_pairs(positions, count, cutoff):
         for a in range(3):
             b = b * bins[a] + min(int((positions[j, a] - low[a]) / size), bins[a] - 1)
         atom_bin[j] = b
-    bin_starts, binned = _binned_atoms(atom_bin, bins[0] * bins[1] * bins[2])
+    bin_starts, binned = counting_sort(atom_bin, bins[0] * bins[1] * bins[2])
     cutoff_squared = cutoff * cutoff
     found = np.zeros(count + 1, dtype=np.int64)
     for i in prange(count):
@@ -202,19 +202,19 @@ def _cross(u, v):
 
 
 @njit(cache=True, fastmath=False)
-def _binned_atoms(atom_bin, n_bins):
-    """Counting sort of the atoms by bin: (bin_starts (n_bins + 1,), atoms in bin order)."""
-    bin_starts = np.zeros(n_bins + 1, dtype=np.int64)
-    for j in range(atom_bin.shape[0]):
-        bin_starts[atom_bin[j] + 1] += 1
-    for b in range(n_bins):
-        bin_starts[b + 1] += bin_starts[b]
-    fill = bin_starts[:-1].copy()
-    binned = np.empty(atom_bin.shape[0], dtype=np.int64)
-    for j in range(atom_bin.shape[0]):
-        binned[fill[atom_bin[j]]] = j
-        fill[atom_bin[j]] += 1
-    return bin_starts, binned
+def counting_sort(keys, n_keys):
+    """Stable counting sort of keys in 0..n_keys-1: (starts (n_keys + 1,) CSR offsets, indices in key order)."""
+    starts = np.zeros(n_keys + 1, dtype=np.int64)
+    for j in range(keys.shape[0]):
+        starts[keys[j] + 1] += 1
+    for b in range(n_keys):
+        starts[b + 1] += starts[b]
+    fill = starts[:-1].copy()
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    for j in range(keys.shape[0]):
+        order[fill[keys[j]]] = j
+        fill[keys[j]] += 1
+    return starts, order
 
 
 @njit(cache=True, fastmath=False)
@@ -258,7 +258,7 @@ def periodic_pairs(positions, cell, bins, cutoff):
         for a in range(3):
             wrapped[j, a] = positions[j, a] - image[j, 0] * cell[0, a] - image[j, 1] * cell[1, a] - \
                 image[j, 2] * cell[2, a]
-    bin_starts, binned = _binned_atoms(atom_bin, bins[0] * bins[1] * bins[2])
+    bin_starts, binned = counting_sort(atom_bin, bins[0] * bins[1] * bins[2])
     in_bins = np.empty((n_atoms, 3))  # wrapped positions in bin order: a bin's atoms are read contiguously
     for q in range(n_atoms):
         in_bins[q] = wrapped[binned[q]]
@@ -375,21 +375,6 @@ def closest_pair(vectors):
 
 @njit(cache=True, fastmath=False)
 def sort_by_center(n_atoms, centers, neighbors, vectors):
-    """Counting sort of pairs by central atom (stable): sorted arrays and CSR offsets."""
-    offsets = np.zeros(n_atoms + 1, dtype=np.int64)
-    for p in range(centers.shape[0]):
-        offsets[centers[p] + 1] += 1
-    for i in range(n_atoms):
-        offsets[i + 1] += offsets[i]
-    fill = offsets[:-1].copy()
-    sorted_centers = np.empty(centers.shape[0], dtype=np.int64)
-    sorted_neighbors = np.empty(centers.shape[0], dtype=np.int64)
-    sorted_vectors = np.empty((centers.shape[0], 3))
-    for p in range(centers.shape[0]):
-        q = fill[centers[p]]
-        fill[centers[p]] += 1
-        sorted_centers[q] = centers[p]
-        sorted_neighbors[q] = neighbors[p]
-        for a in range(3):
-            sorted_vectors[q, a] = vectors[p, a]
-    return sorted_centers, sorted_neighbors, sorted_vectors, offsets
+    """Pairs sorted by central atom (stable): sorted arrays (int64 atoms, float64 third) and CSR offsets."""
+    offsets, order = counting_sort(centers.astype(np.int64), n_atoms)
+    return centers[order].astype(np.int64), neighbors[order].astype(np.int64), vectors[order].astype(np.float64), offsets
