@@ -282,8 +282,8 @@ def periodic_pairs(positions, cell, bins, cutoff):
 
 
 @njit(cache=True, fastmath=False)
-def _periodic_neighbors(i, wrapped, in_bins, image, cell, own_bin, bins, bin_starts, binned, cutoff_squared, out, shifts, start,
-                        write):
+def _periodic_neighbors(i, wrapped, in_bins, image, cell, own_bin, bins, bin_starts, binned, cutoff_squared, out,
+                        shifts, start, write):
     """Count (and with `write`, store from out[start], with their shift vectors) atom i's neighbours in the 27
     bins around its own, across the cell's faces (with one or two bins along an axis, the same bin in
     different images)."""
@@ -377,4 +377,5 @@ def closest_pair(vectors):
 def sort_by_center(n_atoms, centers, neighbors, vectors):
     """Pairs sorted by central atom (stable): sorted arrays (int64 atoms, float64 third) and CSR offsets."""
     offsets, order = counting_sort(centers.astype(np.int64), n_atoms)
-    return centers[order].astype(np.int64), neighbors[order].astype(np.int64), vectors[order].astype(np.float64), offsets
+    sorted_neighbors = neighbors[order].astype(np.int64)
+    return centers[order].astype(np.int64), sorted_neighbors, vectors[order].astype(np.float64), offsets
