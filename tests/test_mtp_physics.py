@@ -306,3 +306,24 @@ def test_a_periodic_cells_pairs_are_vesins(atoms, cell):
         sorted(zip(expected_centers, expected_neighbors, map(tuple, shifts)))
     assert len(centers) > 5 * atoms or atoms < 10, "the test needs a dense structure"
     assert periodic_grid(np.diag([30.0, 30.0, 5.0]), 100, 5.3).min() == 0  # thinner than the cutoff: vesin's
+
+
+def test_results_do_not_depend_on_the_threads(calculator):
+    """The threads take blocks of atoms as they come free, so which thread computes which atom changes from
+    call to call: energies, forces and stress are bit-for-bit those of one thread, every time."""
+    import numba
+
+    threads = numba.get_num_threads()
+    if threads < 2:
+        pytest.skip("Numba has one thread here: nothing to compare")
+    atoms = alloy(seed=7, repeat=(5, 5, 4))  # 200 atoms: several blocks per thread
+    atoms.calc = calculator
+    try:
+        numba.set_num_threads(1)
+        serial = (atoms.get_potential_energy(), atoms.get_forces().copy(), atoms.get_stress().copy())
+    finally:
+        numba.set_num_threads(threads)
+    for _ in range(5):
+        calculator.reset()
+        assert atoms.get_potential_energy() == serial[0]
+        assert np.array_equal(atoms.get_forces(), serial[1]) and np.array_equal(atoms.get_stress(), serial[2])

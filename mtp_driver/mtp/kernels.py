@@ -22,9 +22,10 @@ import numpy as np
 from numba import njit, prange
 
 from . import simd
+from .atomic import take_next
 from .simd import LANES  # atoms whose moment products are contracted together, one SIMD lane each
 
-BLOCK = 32  # atoms per work item, dealt round-robin to the threads (a multiple of LANES)
+BLOCK = 32  # atoms per work item, taken by the threads one at a time (a multiple of LANES)
 FORCE_CHUNKS = 8  # pair ranges whose forces are summed in parallel, then in this fixed order
 PARALLEL_PAIRS = 50_000  # below, a parallel region's start costs more than the pairs' forces (measured: 4 atoms)
 
@@ -250,24 +251,14 @@ def site_gradient_parts(count, layout, dense, raised, radial, radial_deriv, mono
         simd.store(parts, 3, c, gz)
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def block_starts(worker, n_workers, n_blocks, n_atoms):
-    """First atoms of the lane groups in blocks worker, worker + n_workers, ... (round-robin: balanced when
-    atoms differ in cost along the structure)."""
-    starts = []
-    for block in range(worker, n_blocks, n_workers):
-        for first in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK), LANES):
-            starts.append(first)
-    return starts
-
-
 @njit(cache=True, fastmath=False, parallel=True)
 def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
                                 radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
                                 site_energies, pair_gradients, site_rows, threads):
     """Fill site_energies (N,) in eV and pair_gradients (P, 3) = dE_i/d(r_j - r_i) in eV/Å; and site_rows
     (N, n_parameters) = dV_i/dtheta unless it has no rows (shape (0, 0): not wanted). `threads`: Numba's
-    thread count (each allocates its scratch once; the results do not depend on it)."""
+    thread count (each allocates its scratch once, then takes blocks of BLOCK atoms as it comes free: a thread
+    slowed by the machine takes fewer; the results do not depend on which thread computed what)."""
     n_atoms = types.shape[0]
     n_species = radial_coeffs.shape[0]
     n_radial = radial_coeffs.shape[2]
@@ -280,58 +271,63 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     columns = lane_padded(max_neighbors)
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     n_workers = max(1, min(threads, n_blocks))
-    for worker in prange(n_workers):  # scratch once per thread: per block, its page faults cost 10 % at level 24
+    taken = np.zeros(1, dtype=np.int64)  # blocks handed out so far
+    for _ in prange(n_workers):  # scratch once per thread: per block, its page faults cost 10 % at level 24
         (moments, adjoint, dense, raised, radial, radial_deriv, monomials, geometry, rb_values, rb_derivatives,
          parts, values) = site_scratch(layout, n_radial, n_rb, columns)
-        for first in block_starts(worker, n_workers, n_blocks, n_atoms):
-            lanes = min(LANES, n_atoms - first)
-            for w in range(lanes):  # unused lanes of a last short group hold finite values nothing reads
-                i = first + w
-                site_features(types[i], offsets[i], offsets[i + 1] - offsets[i], neighbor_types, vectors, min_dist,
-                              max_dist, scaling, radial_coeffs, layout, rb_values[w], rb_derivatives, radial[w],
-                              radial_deriv[w], geometry[w], monomials[w], dense)
-                for b in range(n_basic):
-                    moments[b, w] = dense[layout.basic_mu[b], layout.basic_monomial[b]]
-            contract_moment_lanes(moments, layout)
-            adjoint[:, :] = 0.0
-            for w in range(lanes):
-                i = first + w
-                energy = species_coeffs[types[i]]
-                for s in range(mapping.shape[0]):
-                    energy += moment_coeffs[s] * moments[mapping[s], w]
-                    adjoint[mapping[s], w] += moment_coeffs[s]
-                site_energies[i] = energy
-            backpropagate_contraction_lanes(moments, adjoint, layout)
-            for w in range(lanes):
-                i = first + w
-                ti = types[i]
-                start = offsets[i]
-                count = offsets[i + 1] - start
-                raise_adjoints(adjoint, w, layout, dense, raised)
-                site_gradient_parts(count, layout, dense, raised, radial[w], radial_deriv[w], monomials[w], parts,
-                                    values)
-                for jj in range(count):
-                    p = start + jj
-                    ux, uy, uz, ir = geometry[w, 0, jj], geometry[w, 1, jj], geometry[w, 2, jj], geometry[w, 3, jj]
-                    # d/dd of f(r) u^m = f'(r) u^m u + f(r)/r (grad_u u^m - deg(m) u^m u), and
-                    # sum_m deg(m) A_m u^m = u . grad_u (sum_m A_m u^m) for homogeneous monomials
-                    along = parts[0, jj] - ir * (parts[1, jj] * ux + parts[2, jj] * uy + parts[3, jj] * uz)
-                    pair_gradients[p, 0] = along * ux + parts[1, jj] * ir
-                    pair_gradients[p, 1] = along * uy + parts[2, jj] * ir
-                    pair_gradients[p, 2] = along * uz + parts[3, jj] * ir
-                if with_rows:
-                    row = site_rows[i]
-                    row[:] = 0.0
-                    row[species_start + ti] = 1.0
+        while True:
+            block = take_next(taken)
+            if block >= n_blocks:
+                break
+            for first in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK), LANES):
+                lanes = min(LANES, n_atoms - first)
+                for w in range(lanes):  # unused lanes of a last short group hold finite values nothing reads
+                    i = first + w
+                    site_features(types[i], offsets[i], offsets[i + 1] - offsets[i], neighbor_types, vectors, min_dist,
+                                  max_dist, scaling, radial_coeffs, layout, rb_values[w], rb_derivatives, radial[w],
+                                  radial_deriv[w], geometry[w], monomials[w], dense)
+                    for b in range(n_basic):
+                        moments[b, w] = dense[layout.basic_mu[b], layout.basic_monomial[b]]
+                contract_moment_lanes(moments, layout)
+                adjoint[:, :] = 0.0
+                for w in range(lanes):
+                    i = first + w
+                    energy = species_coeffs[types[i]]
                     for s in range(mapping.shape[0]):
-                        row[moment_start + s] = moments[mapping[s], w]
+                        energy += moment_coeffs[s] * moments[mapping[s], w]
+                        adjoint[mapping[s], w] += moment_coeffs[s]
+                    site_energies[i] = energy
+                backpropagate_contraction_lanes(moments, adjoint, layout)
+                for w in range(lanes):
+                    i = first + w
+                    ti = types[i]
+                    start = offsets[i]
+                    count = offsets[i + 1] - start
+                    raise_adjoints(adjoint, w, layout, dense, raised)
+                    site_gradient_parts(count, layout, dense, raised, radial[w], radial_deriv[w], monomials[w], parts,
+                                        values)
                     for jj in range(count):
-                        if geometry[w, 3, jj] == 0.0:
-                            continue
-                        pair_row = ((ti * n_species + neighbor_types[start + jj]) * n_radial) * n_rb
-                        for mu in range(n_radial):  # values[mu, jj] = dV_i/df_mu(r_ij)
-                            for beta in range(n_rb):
-                                row[pair_row + mu * n_rb + beta] += values[mu, jj] * rb_values[w, jj, beta]
+                        p = start + jj
+                        ux, uy, uz, ir = geometry[w, 0, jj], geometry[w, 1, jj], geometry[w, 2, jj], geometry[w, 3, jj]
+                        # d/dd of f(r) u^m = f'(r) u^m u + f(r)/r (grad_u u^m - deg(m) u^m u), and
+                        # sum_m deg(m) A_m u^m = u . grad_u (sum_m A_m u^m) for homogeneous monomials
+                        along = parts[0, jj] - ir * (parts[1, jj] * ux + parts[2, jj] * uy + parts[3, jj] * uz)
+                        pair_gradients[p, 0] = along * ux + parts[1, jj] * ir
+                        pair_gradients[p, 1] = along * uy + parts[2, jj] * ir
+                        pair_gradients[p, 2] = along * uz + parts[3, jj] * ir
+                    if with_rows:
+                        row = site_rows[i]
+                        row[:] = 0.0
+                        row[species_start + ti] = 1.0
+                        for s in range(mapping.shape[0]):
+                            row[moment_start + s] = moments[mapping[s], w]
+                        for jj in range(count):
+                            if geometry[w, 3, jj] == 0.0:
+                                continue
+                            pair_row = ((ti * n_species + neighbor_types[start + jj]) * n_radial) * n_rb
+                            for mu in range(n_radial):  # values[mu, jj] = dV_i/df_mu(r_ij)
+                                for beta in range(n_rb):
+                                    row[pair_row + mu * n_rb + beta] += values[mu, jj] * rb_values[w, jj, beta]
 
 
 @njit(cache=True, fastmath=False, inline="always")
