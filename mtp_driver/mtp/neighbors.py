@@ -376,6 +376,14 @@ def closest_pair(vectors):
 @njit(cache=True, fastmath=False)
 def sort_by_center(n_atoms, centers, neighbors, vectors):
     """Pairs sorted by central atom (stable): sorted arrays (int64 atoms, float64 third) and CSR offsets."""
-    offsets, order = counting_sort(centers.astype(np.int64), n_atoms)
-    sorted_neighbors = neighbors[order].astype(np.int64)
-    return centers[order].astype(np.int64), sorted_neighbors, vectors[order].astype(np.float64), offsets
+    offsets, order = counting_sort(centers, n_atoms)
+    sorted_centers = np.empty(order.shape[0], dtype=np.int64)
+    sorted_neighbors = np.empty(order.shape[0], dtype=np.int64)
+    sorted_vectors = np.empty((order.shape[0], 3))
+    for q in range(order.shape[0]):  # one pass: vesin's uint64/int32 arrays converted as they are gathered
+        p = order[q]
+        sorted_centers[q] = centers[p]
+        sorted_neighbors[q] = neighbors[p]
+        for a in range(3):
+            sorted_vectors[q, a] = vectors[p, a]
+    return sorted_centers, sorted_neighbors, sorted_vectors, offsets
