@@ -527,8 +527,9 @@ def main() -> None:
     if validated:
         v = validated[-1]
         print(f"the learner's final fit, validated on {v['validation']} of its {v['validation'] + v['training']} "
-              f"results held out: F {v['refit']['force_rmse']:.4f} eV/Å, E {v['refit']['energy_rmse_mev']:.3f} meV/atom "
-              f"(the answering model, trained on them: {v['answering']['force_rmse']:.4f}, "
+              f"results held out: F {v['unseen']['force_rmse']:.4f} eV/Å, E {v['unseen']['energy_rmse_mev']:.3f} "
+              f"meV/atom; after {v['iterations']} iterations on all results there: {v['refit']['force_rmse']:.4f}, "
+              f"{v['refit']['energy_rmse_mev']:.3f} (the answering model: {v['answering']['force_rmse']:.4f}, "
               f"{v['answering']['energy_rmse_mev']:.3f}); kept: {v['kept']}")
     print("wall time (s): " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
     result = dict(windows=[asdict(w) for w in rows], structure=[asdict(s) for s in shapes],

@@ -288,23 +288,31 @@ class Learner:
     def refit_now(self, reason: str = "refit requested") -> None:
         """Fit all parameters to the reference data now and swap the result in (blocking).
 
-        Every 1/validation_share-th reference result of the run is held out: the fit keeps its parameters of
-        lowest loss on them, and if the model answering now is better there, that one stays (its errors
-        there are optimistic, as it was trained on them: a fit that still wins is truly better)."""
+        Every 1/validation_share-th reference result of the run is held out first: a fit to the rest, kept at its
+        lowest loss on them, gives the errors on unseen data (journaled) and the iterations worth running; it is
+        then fitted that long on all the data, held-out results included. If the model answering now (trained on
+        them too, but in time-boxed holds) is better on the held-out results than that last fit, it stays."""
         with self.lock:
             self._stop_refit()
             training, validation = self._validation_split()
-            options = TrainOptions(max_iter=max(self.settings.refit_iterations, 1), seed=self.settings.seed,
-                                   patience=VALIDATION_PATIENCE if validation else 0)
-            fit = train(self.mtp, training, validation or None, species=self.species, options=options, progress=False)
+            iterations, start = max(self.settings.refit_iterations, 1), self.mtp
+            if validation:
+                options = TrainOptions(max_iter=iterations, seed=self.settings.seed, patience=VALIDATION_PATIENCE)
+                held_out_fit = train(start, training, validation, species=self.species, options=options,
+                                     progress=False)
+                iterations, start = max(_best_validated_iteration(held_out_fit.history), 1), held_out_fit.mtp
+            options = TrainOptions(max_iter=iterations, seed=self.settings.seed)
+            fit = train(start, self.training, species=self.species, options=options, progress=False)
             chosen = fit.mtp
             if validation:
-                fitted, answering = (evaluate_on(mtp, validation, self.species) for mtp in (fit.mtp, self.mtp))
+                unseen, fitted, answering = (evaluate_on(mtp, validation, self.species)
+                                             for mtp in (held_out_fit.mtp, fit.mtp, self.mtp))
                 if answering.loss < fitted.loss:
                     chosen = self.mtp
                 self.journal.log("validated", step=self.step, reason=reason, validation=len(validation),
-                                 training=len(training), kept="answering model" if chosen is self.mtp else "refit",
-                                 refit=_errors(fitted), answering=_errors(answering))
+                                 training=len(training), iterations=iterations,
+                                 kept="answering model" if chosen is self.mtp else "refit",
+                                 unseen=_errors(unseen), refit=_errors(fitted), answering=_errors(answering))
             self._swap_in(chosen, reason)
 
     def _validation_split(self) -> tuple[list[Atoms], list[Atoms]]:
@@ -593,6 +601,11 @@ def _virial(atoms: Atoms) -> np.ndarray:
 
 def _force_rmse(forces: np.ndarray, reference: Atoms) -> float:
     return float(np.sqrt(np.mean((forces - reference.get_forces()) ** 2)))
+
+
+def _best_validated_iteration(history: list[dict]) -> int:
+    """The L-BFGS iteration at which a fit's validation loss was lowest (0: its first linear step)."""
+    return min((entry for entry in history if "valid_loss" in entry), key=lambda entry: entry["valid_loss"])["iteration"]
 
 
 def _errors(evaluation) -> dict:

@@ -46,8 +46,8 @@ class LearnSettings:
     executor: str = setting("local", "where reference calls run: 'local' (a pool of --workers processes), "
                             "'dask://HOST:PORT' (a running Dask scheduler, e.g. of dask-jobqueue's SLURMCluster), or "
                             "'module:callable' (a factory returning a concurrent.futures.Executor)")
-    refit_iterations: int = setting(300, "L-BFGS iterations of the final refit of all parameters (and the "
-                                    "background one)")
+    refit_iterations: int = setting(300, "L-BFGS iterations at most of each pass of the final refit of all "
+                                    "parameters (and of the background one)")
     # off by default: on 2 cores it never finished (issue 14)
     background_refit: bool = setting(False, "refit all parameters in a separate process between holds too (worth it "
                                      "with spare cores)")
@@ -64,8 +64,8 @@ class LearnSettings:
     audit_energy_bound: float = setting(0.0, "meV/atom: the same for the audit's energy error")
     audit_error_ratio: float = setting(3.0, "the same for an audit error above this many times the answering model's "
                                        "own RMSE on its training data, energy or force (0: no such bound)")
-    validation_share: float = setting(0.1, "share of the run's reference results held out of the final fit to "
-                                      "validate it (0: none)")
+    validation_share: float = setting(0.1, "share of the run's reference results held out of the final fit's "
+                                      "first pass, to validate it and choose its iterations on all results (0: none)")
     observe: bool = setting(False, "never call the reference: grade every request and count what the thresholds "
                             "would trigger")
     audit_every: int = setting(0, "a reference call on a non-extrapolative request every this many (0: none)")

@@ -56,15 +56,16 @@ def run_reference(run_dir: str | Path) -> Reference:
 
 
 def run_energy_error(run_dir: str | Path) -> float:
-    """The model's energy error estimate of a learning run, eV/atom: the validation RMSE of its final fit (the
-    journal's last `validated` event), of the model it kept."""
+    """The model's energy error estimate of a learning run, eV/atom, from its final fit (the journal's last
+    `validated` event): the held-out results' RMSE of the fit that never saw them, or the kept model's there
+    if larger."""
     validated = [event for event in JournalReader(run_dir).events() if event["event"] == "validated"]
     if not validated:
         raise ValueError(f"{run_dir}: no validated final fit in the journal (too few reference results?): give the "
                          "model's energy error with --error")
     last = validated[-1]
-    errors = last["refit"] if last["kept"] == "refit" else last["answering"]
-    return 1e-3 * errors["energy_rmse_mev"]
+    kept = last["refit"] if last["kept"] == "refit" else last["answering"]
+    return 1e-3 * max(last["unseen"]["energy_rmse_mev"], kept["energy_rmse_mev"])
 
 
 def verify_hull(structures: Sequence[Atoms], species: Sequence[str], window: float, reference: Reference,
