@@ -290,8 +290,8 @@ class Learner:
 
         Every 1/validation_share-th reference result of the run is held out first: a fit to the rest, kept at its
         lowest loss on them, gives the errors on unseen data (journaled) and the iterations worth running; it is
-        then fitted that long on all the data, held-out results included. If the model answering now (trained on
-        them too, but in time-boxed holds) is better on the held-out results than that last fit, it stays."""
+        then fitted at most that long on all the data, held-out results included. If the model answering now
+        (trained on them too, but in time-boxed holds) is better on the held-out results than that fit, it stays."""
         with self.lock:
             self._stop_refit()
             training, validation = self._validation_split()
@@ -310,7 +310,7 @@ class Learner:
                 if answering.loss < fitted.loss:
                     chosen = self.mtp
                 self.journal.log("validated", step=self.step, reason=reason, validation=len(validation),
-                                 training=len(training), iterations=iterations,
+                                 training=len(training), iterations=fit.iterations,
                                  kept="answering model" if chosen is self.mtp else "refit",
                                  unseen=_errors(unseen), refit=_errors(fitted), answering=_errors(answering))
             self._swap_in(chosen, reason)
@@ -605,7 +605,8 @@ def _force_rmse(forces: np.ndarray, reference: Atoms) -> float:
 
 def _best_validated_iteration(history: list[dict]) -> int:
     """The L-BFGS iteration at which a fit's validation loss was lowest (0: its first linear step)."""
-    return min((entry for entry in history if "valid_loss" in entry), key=lambda entry: entry["valid_loss"])["iteration"]
+    validated = [entry for entry in history if "valid_loss" in entry]
+    return min(validated, key=lambda entry: entry["valid_loss"])["iteration"]
 
 
 def _errors(evaluation) -> dict:

@@ -137,13 +137,13 @@ def format_summary(summary: dict) -> str:
                          f"{summary['audit_energy_error_max_mev']:.3f} meV/atom")
     final = summary["final_validation"]
     if final is not None:
-        kept = final["kept"]
         unseen, refit, answering = final["unseen"], final["refit"], final["answering"]
         lines.append(f"last refit ({final['reason']}): fitted to {final['training']} structures, on the "
-                     f"{final['validation']} held out {unseen['force_rmse']:.4f} eV/Å, {unseen['energy_rmse_mev']:.3f} "
-                     f"meV/atom (unseen); then {final['iterations']} iterations on all: {refit['force_rmse']:.4f} eV/Å, "
-                     f"{refit['energy_rmse_mev']:.3f} meV/atom there, the answering model {answering['force_rmse']:.4f} "
-                     f"eV/Å, {answering['energy_rmse_mev']:.3f} meV/atom (both trained on them); kept: {final['kept']}")
+                     f"{final['validation']} held out {unseen['force_rmse']:.4f} eV/Å, "
+                     f"{unseen['energy_rmse_mev']:.3f} meV/atom (unseen); then {final['iterations']} iterations on "
+                     f"all: {refit['force_rmse']:.4f} eV/Å, {refit['energy_rmse_mev']:.3f} meV/atom there, the "
+                     f"answering model {answering['force_rmse']:.4f} eV/Å, {answering['energy_rmse_mev']:.3f} "
+                     f"meV/atom (both trained on them); kept: {final['kept']}")
     lines.append(f"reference calls per 1000 requests, recently: {summary['calls_per_1000_recent']:.1f} -> "
                  + ("converged" if summary["converged"] else "not converged yet"))
     return "\n".join(lines)
