@@ -201,6 +201,13 @@ def _cross(u, v):
     return np.array([u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]])
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def _triple_product(cell):
+    """a . (b x c) of the cell's rows, summed by hand: np.dot on a row view warns on every first compile."""
+    across = _cross(cell[1], cell[2])
+    return cell[0, 0] * across[0] + cell[0, 1] * across[1] + cell[0, 2] * across[2]
+
+
 @njit(cache=True, fastmath=False)
 def counting_sort(keys, n_keys):
     """Stable counting sort of keys in 0..n_keys-1: (starts (n_keys + 1,) CSR offsets, indices in key order)."""
@@ -222,7 +229,7 @@ def periodic_grid(cell, n_atoms, cutoff):
     """Bins along a, b, c of a periodic cell for `periodic_pairs`: each at least `cutoff` thick between its faces
     (fewer when that would make over MAX_BINS_PER_ATOM per atom); a zero count where the cell is thinner than
     `cutoff` (then a neighbour can be more than one image away: vesin's case)."""
-    volume = abs(np.dot(cell[0], _cross(cell[1], cell[2])))
+    volume = abs(_triple_product(cell))
     bins = np.zeros(3, dtype=np.int64)
     for a in range(3):
         face = np.sqrt(np.sum(_cross(cell[(a + 1) % 3], cell[(a + 2) % 3]) ** 2))
@@ -239,7 +246,7 @@ def periodic_pairs(positions, cell, bins, cutoff):
     A cell list in fractional coordinates searched in parallel over the centres: a neighbour's bin is at most
     one bin away along each axis (each bin is a cutoff thick), in the same or the adjacent image."""
     n_atoms = positions.shape[0]
-    volume = np.dot(cell[0], _cross(cell[1], cell[2]))
+    volume = _triple_product(cell)
     reciprocal = np.empty((3, 3))  # fractional = positions @ reciprocal
     for a in range(3):
         reciprocal[:, a] = _cross(cell[(a + 1) % 3], cell[(a + 2) % 3]) / volume
