@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -311,8 +312,9 @@ def learner_with_linear_holds(run_dir):
 
 
 def test_the_final_fit_is_validated_then_fitted_to_all_the_data(tmp_path):
-    from mtp_driver.fit import evaluate_on
+    from mtp_driver.fit import TrainOptions, evaluate_on, train
     from mtp_driver.io.mtp_file import read_mtp
+    from mtp_driver.learn.learner import VALIDATION_PATIENCE
     from mtp_driver.learn.report import format_summary, learning_summary
 
     learner = learner_with_linear_holds(tmp_path)
@@ -329,6 +331,12 @@ def test_the_final_fit_is_validated_then_fitted_to_all_the_data(tmp_path):
     assert losses[0] <= losses[1]
     # the held-out results are data too: the final model was fitted to them after the validation
     assert event["refit"]["loss"] < event["unseen"]["loss"]
+    # unseen means unseen: the held-out pass is a fit of the starting potential (not of the answering model, which
+    # learnt the held-out results in its holds) to the other results
+    options = TrainOptions(max_iter=200, seed=learner.settings.seed, patience=VALIDATION_PATIENCE)
+    held_out_fit = train(learner.initial, learner.training[0::2], validation, species=["Cu"], options=options,
+                         progress=False)
+    assert event["unseen"]["loss"] == pytest.approx(evaluate_on(held_out_fit.mtp, validation, ["Cu"]).loss, rel=1e-9)
     assert f"on the {results // 2} held out" in format_summary(learning_summary(tmp_path))
 
 
@@ -338,9 +346,10 @@ def test_the_final_fit_never_returns_a_model_worse_on_the_held_out_results_than_
 
     learner = learner_with_linear_holds(tmp_path)
     held_out = learner.training[1::2]
-    # an answering model fitted to the held-out results alone: nothing fitted to all the data beats it there
+    # an answering model fitted to the held-out results alone, against a final refit of 5 iterations from scratch
     fitted = train(learner.mtp, held_out, species=["Cu"], options=TrainOptions(max_iter=100), progress=False).mtp
     learner._swap_in(fitted, "a model that has learnt the held-out results by heart")
+    learner.settings = replace(learner.settings, refit_iterations=5)
     learner.close()
     [event] = [event for event in learner.journal.events() if event["event"] == "validated"]
     assert event["kept"] == "answering model" and event["answering"]["loss"] < event["refit"]["loss"]

@@ -288,17 +288,18 @@ class Learner:
     def refit_now(self, reason: str = "refit requested") -> None:
         """Fit all parameters to the reference data now and swap the result in (blocking).
 
-        Every 1/validation_share-th reference result of the run is held out first: a fit to the rest, kept at its
-        lowest loss on them, gives the errors on unseen data (journaled) and the iterations worth running; it is
-        then fitted at most that long on all the data, held-out results included. If the model answering now
-        (trained on them too, but in time-boxed holds) is better on the held-out results than that fit, it stays."""
+        Every 1/validation_share-th reference result of the run is held out first: a fit to the rest from the
+        run's starting potential (which never saw them), kept at its lowest loss on them, gives the errors on
+        unseen data (journaled) and the iterations worth running; it is then fitted at most that long on all the
+        data, held-out results included. If the model answering now (trained on them too, in time-boxed holds)
+        is better on the held-out results than that fit, it stays."""
         with self.lock:
             self._stop_refit()
             training, validation = self._validation_split()
             iterations, start = max(self.settings.refit_iterations, 1), self.mtp
             if validation:
                 options = TrainOptions(max_iter=iterations, seed=self.settings.seed, patience=VALIDATION_PATIENCE)
-                held_out_fit = train(start, training, validation, species=self.species, options=options,
+                held_out_fit = train(self.initial, training, validation, species=self.species, options=options,
                                      progress=False)
                 iterations, start = max(_best_validated_iteration(held_out_fit.history), 1), held_out_fit.mtp
             options = TrainOptions(max_iter=iterations, seed=self.settings.seed)
