@@ -65,7 +65,8 @@ class LearnSettings:
     audit_error_ratio: float = setting(3.0, "the same for an audit error above this many times the answering model's "
                                        "own RMSE on its training data, energy or force (0: no such bound)")
     validation_share: float = setting(0.1, "share of the run's reference results held out of the final fit's "
-                                      "first pass (from the starting potential), to validate it and choose its iterations on all results (0: none)")
+                                      "first pass (from the starting potential), to validate it and choose its "
+                                      "iterations on all results (0: none)")
     observe: bool = setting(False, "never call the reference: grade every request and count what the thresholds "
                             "would trigger")
     audit_every: int = setting(0, "a reference call on a non-extrapolative request every this many (0: none)")
