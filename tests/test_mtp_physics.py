@@ -327,3 +327,38 @@ def test_results_do_not_depend_on_the_threads(calculator):
         calculator.reset()
         assert atoms.get_potential_energy() == serial[0]
         assert np.array_equal(atoms.get_forces(), serial[1]) and np.array_equal(atoms.get_stress(), serial[2])
+
+
+def test_pair_forces_are_the_scatter_of_the_pair_gradients():
+    """Forces and strain from pair gradients, one thread or site ranges summed in parallel (many pairs), are
+    F_i = sum_p g_p - sum_q g_q (pairs p from i, q to i) and W = sum_p g_p d_p^T, and do not depend on the threads."""
+    import numba
+
+    from mtp_driver.mtp.kernels import PARALLEL_PAIRS, forces_and_virial, forces_and_virial_parallel
+    from mtp_driver.mtp.neighbors import build_neighbor_list
+
+    atoms = alloy(seed=3, repeat=(10, 10, 10))
+    pairs = build_neighbor_list(atoms.positions, atoms.cell.array, True, 5.0)
+    assert len(pairs.centers) >= PARALLEL_PAIRS  # the parallel path's case
+    gradients = np.random.default_rng(4).normal(size=(len(pairs.centers), 3))
+    expected = np.zeros((len(atoms), 3))
+    np.add.at(expected, pairs.centers, gradients)
+    np.add.at(expected, pairs.neighbors, -gradients)
+    expected_strain = gradients.T @ pairs.vectors
+    scale = np.abs(gradients).T @ np.abs(pairs.vectors)  # the rounding of sums of this size
+    arguments = (len(atoms), pairs.offsets, pairs.neighbors, pairs.vectors, gradients)
+    threads = numba.get_num_threads()
+    results = []
+    for function in (forces_and_virial, forces_and_virial_parallel):
+        for count in sorted({1, threads}):
+            numba.set_num_threads(count)
+            try:
+                forces, strain = function(*arguments)
+            finally:
+                numba.set_num_threads(threads)
+            np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-12)
+            assert np.all(np.abs(strain - expected_strain) <= 1e-13 * scale)
+            results.append((function, forces, strain))
+    for function, forces, strain in results:  # bit-for-bit across thread counts
+        first = next(r for r in results if r[0] is function)
+        assert np.array_equal(forces, first[1]) and np.array_equal(strain, first[2])

@@ -98,7 +98,7 @@ def predict(mtp: MTP, batch: Batch, layout=None) -> tuple[Predictions, np.ndarra
         site_energies, pair_gradients, np.empty((0, 0)), numba.get_num_threads(),
     )
     energy = np.add.reduceat(site_energies, batch.atom_starts[:-1]) if batch.size else np.zeros(0)
-    forces, _ = forces_and_virial(len(batch.types), batch.centers, batch.neighbors, batch.vectors, pair_gradients)
+    forces, _ = forces_and_virial(len(batch.types), batch.offsets, batch.neighbors, batch.vectors, pair_gradients)
     virial = virials_by_configuration(batch.pair_starts, batch.vectors, pair_gradients)
     return Predictions(energy, forces, virial), pair_gradients
 

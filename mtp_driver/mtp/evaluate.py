@@ -48,6 +48,6 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     site_energies_and_gradients(*arguments, site_rows, numba.get_num_threads())
     pair_forces = forces_and_virial_parallel if len(neighbor_list.centers) >= PARALLEL_PAIRS else forces_and_virial
     forces, strain_derivative = pair_forces(
-        n_atoms, neighbor_list.centers, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
+        n_atoms, neighbor_list.offsets, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
     )
     return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative)

@@ -26,7 +26,8 @@ from .atomic import take_next
 from .simd import LANES  # atoms whose moment products are contracted together, one SIMD lane each
 
 BLOCK = 32  # atoms per work item, taken by the threads one at a time (a multiple of LANES)
-FORCE_CHUNKS = 8  # pair ranges whose forces are summed in parallel, then in this fixed order
+FORCE_CHUNKS = 4  # site ranges whose forces are summed in parallel, then in this fixed order (measured: 8 cost
+# more than 4 or 2 on 2 cores: each range zeroes and adds its own force array)
 PARALLEL_PAIRS = 50_000  # below, a parallel region's start costs more than the pairs' forces (measured: 4 atoms)
 
 
@@ -331,38 +332,65 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def add_pair_forces(first, stop, centers, neighbors, vectors, pair_gradients, forces, strain_derivative):
-    """Pairs first..stop-1 into forces F = -dE/dr (eV/Å) and W_ab = sum_p g_a d_b (eV) = V * stress (ASE sign)."""
-    for p in range(first, stop):
-        i = centers[p]
-        j = neighbors[p]
-        for a in range(3):
-            g = pair_gradients[p, a]
-            forces[i, a] += g
-            forces[j, a] -= g
-            for b in range(3):
-                strain_derivative[a, b] += g * vectors[p, b]
+def add_site_forces(first, stop, offsets, neighbors, vectors, pair_gradients, forces, strain_derivative):
+    """The pairs of sites first..stop-1 into forces F = -dE/dr (eV/Å) and W_ab = sum_p g_a d_b (eV) = V * stress
+    (ASE sign). A site's own force and the strain are summed in registers: through memory, each pair waited for
+    the previous pair's store."""
+    w00 = w01 = w02 = w10 = w11 = w12 = w20 = w21 = w22 = 0.0
+    for i in range(first, stop):
+        fx = fy = fz = 0.0
+        for p in range(offsets[i], offsets[i + 1]):
+            j = neighbors[p]
+            gx, gy, gz = pair_gradients[p, 0], pair_gradients[p, 1], pair_gradients[p, 2]
+            dx, dy, dz = vectors[p, 0], vectors[p, 1], vectors[p, 2]
+            fx += gx
+            fy += gy
+            fz += gz
+            forces[j, 0] -= gx
+            forces[j, 1] -= gy
+            forces[j, 2] -= gz
+            w00 += gx * dx
+            w01 += gx * dy
+            w02 += gx * dz
+            w10 += gy * dx
+            w11 += gy * dy
+            w12 += gy * dz
+            w20 += gz * dx
+            w21 += gz * dy
+            w22 += gz * dz
+        forces[i, 0] += fx
+        forces[i, 1] += fy
+        forces[i, 2] += fz
+    strain_derivative[0, 0] += w00
+    strain_derivative[0, 1] += w01
+    strain_derivative[0, 2] += w02
+    strain_derivative[1, 0] += w10
+    strain_derivative[1, 1] += w11
+    strain_derivative[1, 2] += w12
+    strain_derivative[2, 0] += w20
+    strain_derivative[2, 1] += w21
+    strain_derivative[2, 2] += w22
 
 
 @njit(cache=True, fastmath=False)
-def forces_and_virial(n_atoms, centers, neighbors, vectors, pair_gradients):
-    """Forces (N, 3) and strain derivative (3, 3) of all pairs, in one thread."""
+def forces_and_virial(n_atoms, offsets, neighbors, vectors, pair_gradients):
+    """Forces (N, 3) and strain derivative (3, 3) of all pairs (CSR `offsets` of the sites), in one thread."""
     forces = np.zeros((n_atoms, 3))
     strain_derivative = np.zeros((3, 3))
-    add_pair_forces(0, centers.shape[0], centers, neighbors, vectors, pair_gradients, forces, strain_derivative)
+    add_site_forces(0, offsets.shape[0] - 1, offsets, neighbors, vectors, pair_gradients, forces, strain_derivative)
     return forces, strain_derivative
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def forces_and_virial_parallel(n_atoms, centers, neighbors, vectors, pair_gradients):
-    """`forces_and_virial` for many pairs: FORCE_CHUNKS pair ranges summed in parallel and then in a fixed
+def forces_and_virial_parallel(n_atoms, offsets, neighbors, vectors, pair_gradients):
+    """`forces_and_virial` for many pairs: FORCE_CHUNKS site ranges summed in parallel and then in this fixed
     order, so the result does not depend on the thread count."""
-    n_pairs = centers.shape[0]
-    chunk = (n_pairs + FORCE_CHUNKS - 1) // FORCE_CHUNKS
+    n_sites = offsets.shape[0] - 1
+    chunk = (n_sites + FORCE_CHUNKS - 1) // FORCE_CHUNKS
     forces = np.zeros((FORCE_CHUNKS, n_atoms, 3))
     strain_derivative = np.zeros((FORCE_CHUNKS, 3, 3))
     for c in prange(FORCE_CHUNKS):
-        add_pair_forces(c * chunk, min(n_pairs, (c + 1) * chunk), centers, neighbors, vectors, pair_gradients,
+        add_site_forces(c * chunk, min(n_sites, (c + 1) * chunk), offsets, neighbors, vectors, pair_gradients,
                         forces[c], strain_derivative[c])
     total = forces[0].copy()
     total_strain = strain_derivative[0].copy()
