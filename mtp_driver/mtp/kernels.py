@@ -25,7 +25,8 @@ from . import simd
 from .atomic import take_next
 from .simd import LANES  # atoms whose moment products are contracted together, one SIMD lane each
 
-BLOCK = 32  # atoms per work item, taken by the threads one at a time (a multiple of LANES)
+BLOCK = 32  # atoms per work item, taken by the threads one at a time (a multiple of LANES), but the last
+# threads x BLOCK atoms go LANES at a time: the threads then end within a few atoms of each other
 FORCE_CHUNKS = 4  # site ranges whose forces are summed in parallel, then in this fixed order (measured: 8 cost
 # more than 4 or 2 on 2 cores: each range zeroes and adds its own force array)
 PARALLEL_PAIRS = 50_000  # below, a parallel region's start costs more than the pairs' forces (measured: 4 atoms)
@@ -258,8 +259,8 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                                 site_energies, pair_gradients, site_rows, threads):
     """Fill site_energies (N,) in eV and pair_gradients (P, 3) = dE_i/d(r_j - r_i) in eV/Å; and site_rows
     (N, n_parameters) = dV_i/dtheta unless it has no rows (shape (0, 0): not wanted). `threads`: Numba's
-    thread count (each allocates its scratch once, then takes blocks of BLOCK atoms as it comes free: a thread
-    slowed by the machine takes fewer; the results do not depend on which thread computed what)."""
+    thread count (each allocates its scratch once, then takes the next BLOCK atoms, LANES near the end, as it comes
+    free: a thread slowed by the machine takes fewer; the results do not depend on which thread computed what)."""
     n_atoms = types.shape[0]
     n_species = radial_coeffs.shape[0]
     n_radial = radial_coeffs.shape[2]
@@ -270,17 +271,21 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     species_start = n_species * n_species * n_radial * n_rb
     moment_start = species_start + n_species
     columns = lane_padded(max_neighbors)
-    n_blocks = (n_atoms + BLOCK - 1) // BLOCK
-    n_workers = max(1, min(threads, n_blocks))
-    taken = np.zeros(1, dtype=np.int64)  # blocks handed out so far
-    for _ in prange(n_workers):  # scratch once per thread: per block, its page faults cost 10 % at level 24
+    n_workers = max(1, min(threads, (n_atoms + BLOCK - 1) // BLOCK))
+    n_blocks = max(0, n_atoms - n_workers * BLOCK) // BLOCK  # then items of LANES atoms from tail_start
+    tail_start = n_blocks * BLOCK
+    n_items = n_blocks + (n_atoms - tail_start + LANES - 1) // LANES
+    taken = np.zeros(1, dtype=np.int64)  # items handed out so far
+    for _ in prange(n_workers):  # scratch once per thread: per item, its page faults cost 10 % at level 24
         (moments, adjoint, dense, raised, radial, radial_deriv, monomials, geometry, rb_values, rb_derivatives,
          parts, values) = site_scratch(layout, n_radial, n_rb, columns)
         while True:
-            block = take_next(taken)
-            if block >= n_blocks:
+            item = take_next(taken)
+            if item >= n_items:
                 break
-            for first in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK), LANES):
+            item_start = item * BLOCK if item < n_blocks else tail_start + (item - n_blocks) * LANES
+            item_stop = min(n_atoms, item_start + (BLOCK if item < n_blocks else LANES))
+            for first in range(item_start, item_stop, LANES):
                 lanes = min(LANES, n_atoms - first)
                 for w in range(lanes):  # unused lanes of a last short group hold finite values nothing reads
                     i = first + w
