@@ -249,14 +249,20 @@ def test_a_reused_skin_list_gives_the_results_of_a_new_search():
     assert moved > 0.3, "the run must move atoms beyond the skin to test a new search"
     assert 2 <= skin.neighbor_lists.searches < 15, skin.neighbor_lists.searches
 
+    from mtp_driver.mtp.neighbors import closest_pair
+
     lists = SkinNeighborList(5.0, skin=0.3)
     lists.update(atoms.positions, atoms.cell.array, atoms.pbc)
     lists.update(atoms.positions + 0.086, atoms.cell.array, atoms.pbc)  # every atom moved 0.149 Å: reused
     assert lists.searches == 1
     shifted = atoms.positions.copy()
     shifted[3] += [0.0, 0.0, 0.151]  # one atom moved more than skin / 2
-    lists.update(shifted, atoms.cell.array, atoms.pbc)
+    found = lists.update(shifted, atoms.cell.array, atoms.pbc)
     assert lists.searches == 2
+    jiggled = shifted + np.random.default_rng(5).uniform(-0.05, 0.05, shifted.shape)  # reused, pairs cross the cutoff
+    for pairs in (found, lists.update(jiggled, atoms.cell.array, atoms.pbc),  # the filter's closest pair:
+                  SkinNeighborList(5.0).update(shifted[:1], np.zeros((3, 3)), False)):  # the first of equals
+        assert pairs.closest is not None and pairs.closest_pair() == closest_pair(pairs.vectors)
     lists.update(shifted, atoms.cell.array * 1.0001, atoms.pbc)  # another cell
     lists.update(shifted, atoms.cell.array * 1.0001, [True, True, False])  # another periodicity
     assert lists.searches == 4

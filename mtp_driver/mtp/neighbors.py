@@ -19,14 +19,20 @@ class NeighborList(NamedTuple):
     neighbors: np.ndarray  # (P,) int64
     vectors: np.ndarray  # (P, 3) r_j - r_i + shift, Å
     offsets: np.ndarray  # (N + 1,) pairs of atom i are offsets[i]:offsets[i+1]
+    closest: int | None = None  # index of the closest pair (-1 without pairs) when the search found it
 
     @property
     def max_neighbors(self) -> int:
         return int(np.diff(self.offsets).max()) if len(self.offsets) > 1 else 0
 
     def closest_pair(self) -> tuple[int, float]:
-        """(pair index, distance in Å) of the closest pair; (-1, inf) without pairs."""
-        return closest_pair(self.vectors)
+        """(pair index, distance in Å) of the closest pair (the first of equals); (-1, inf) without pairs."""
+        if self.closest is None:
+            return closest_pair(self.vectors)
+        if self.closest < 0:
+            return -1, np.inf
+        dx, dy, dz = self.vectors[self.closest]
+        return self.closest, float(np.sqrt(dx * dx + dy * dy + dz * dz))
 
 
 def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
@@ -105,8 +111,7 @@ class SkinNeighborList:
         if positions.shape != pairs.positions.shape or not (np.array_equal(cell, pairs.cell)
                                                              and np.array_equal(pbc, pairs.pbc)):
             return False
-        moved = np.einsum("ia,ia->i", positions - pairs.positions, positions - pairs.positions).max(initial=0.0)
-        return bool(moved < (0.5 * self.skin) ** 2)  # False for NaN positions: a new search refuses them
+        return moved_less_than(positions, pairs.positions, 0.5 * self.skin)
 
     def _search(self, positions, cell, pbc, count: int) -> _SkinPairs:
         self.searches += 1
@@ -329,14 +334,31 @@ def _periodic_neighbors(i, wrapped, in_bins, image, cell, own_bin, bins, bin_sta
     return k - start
 
 
+@njit(cache=True, fastmath=False)
+def moved_less_than(positions, reference, distance):
+    """Whether every atom is closer than `distance` (Å) to its `reference` position; False for a NaN position
+    (a new search refuses it)."""
+    limit = distance * distance
+    for i in range(positions.shape[0]):
+        dx = positions[i, 0] - reference[i, 0]
+        dy = positions[i, 1] - reference[i, 1]
+        dz = positions[i, 2] - reference[i, 2]
+        if not dx * dx + dy * dy + dz * dz < limit:
+            return False
+    return True
+
+
 @njit(cache=True, fastmath=False, parallel=True)
 def pairs_within(positions, centers, neighbors, shift_vectors, offsets, cutoff):
-    """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift_vectors, CSR offsets.
-    Each atom's pairs are filtered in parallel into the start of its own range, then moved together."""
+    """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift_vectors, CSR offsets, and
+    the index of the closest pair (as `closest_pair`, -1 without pairs). Each atom's pairs are filtered in parallel
+    into the start of its own range, then moved together."""
     n_atoms = offsets.shape[0] - 1
     found_vectors = np.empty((centers.shape[0], 3))
     found_neighbors = np.empty(centers.shape[0], dtype=np.int64)
     kept_offsets = np.zeros(n_atoms + 1, dtype=np.int64)
+    site_shortest = np.full(n_atoms, np.inf)  # squared
+    site_closest = np.zeros(n_atoms, dtype=np.int64)  # the atom's pair, counted among its kept pairs
     cutoff_squared = cutoff * cutoff
     for i in prange(n_atoms):
         q = offsets[i]
@@ -345,14 +367,23 @@ def pairs_within(positions, centers, neighbors, shift_vectors, offsets, cutoff):
             dx = positions[j, 0] - positions[i, 0] + shift_vectors[p, 0]
             dy = positions[j, 1] - positions[i, 1] + shift_vectors[p, 1]
             dz = positions[j, 2] - positions[i, 2] + shift_vectors[p, 2]
-            if dx * dx + dy * dy + dz * dz < cutoff_squared:
+            length_squared = dx * dx + dy * dy + dz * dz
+            if length_squared < cutoff_squared:
+                if length_squared < site_shortest[i]:
+                    site_shortest[i] = length_squared
+                    site_closest[i] = q - offsets[i]
                 found_vectors[q, 0] = dx
                 found_vectors[q, 1] = dy
                 found_vectors[q, 2] = dz
                 found_neighbors[q] = j
                 q += 1
         kept_offsets[i + 1] = q - offsets[i]
+    shortest = np.inf
+    closest = -1
     for i in range(n_atoms):
+        if site_shortest[i] < shortest:
+            shortest = site_shortest[i]
+            closest = kept_offsets[i] + site_closest[i]  # kept_offsets[i]: summed up to atom i already
         kept_offsets[i + 1] += kept_offsets[i]
     n_kept = kept_offsets[n_atoms]
     kept_centers = np.empty(n_kept, dtype=np.int64)
@@ -365,7 +396,7 @@ def pairs_within(positions, centers, neighbors, shift_vectors, offsets, cutoff):
             kept_neighbors[kept_offsets[i] + k] = found_neighbors[first + k]
             for a in range(3):
                 vectors[kept_offsets[i] + k, a] = found_vectors[first + k, a]
-    return kept_centers, kept_neighbors, vectors, kept_offsets
+    return kept_centers, kept_neighbors, vectors, kept_offsets, closest
 
 
 @njit(cache=True, fastmath=False)
