@@ -69,7 +69,6 @@ class _SkinPairs(NamedTuple):
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
-    centers: np.ndarray
     neighbors: np.ndarray
     shift_vectors: np.ndarray  # (P, 3) Å: the pair's vector is r_j - r_i + shift_vectors[p] (the cell is fixed)
     offsets: np.ndarray
@@ -104,8 +103,7 @@ class SkinNeighborList:
                 or not self._still_valid(pairs, positions, cell, pbc)):
             pairs = self._search(positions, cell, pbc, centers)
             self._local.pairs = pairs
-        return NeighborList(*pairs_within(positions, pairs.centers, pairs.neighbors, pairs.shift_vectors,
-                                          pairs.offsets, self.cutoff))
+        return NeighborList(*pairs_within(positions, pairs.neighbors, pairs.shift_vectors, pairs.offsets, self.cutoff))
 
     def _still_valid(self, pairs: _SkinPairs, positions, cell, pbc) -> bool:
         if positions.shape != pairs.positions.shape or not (np.array_equal(cell, pairs.cell)
@@ -119,18 +117,18 @@ class SkinNeighborList:
         box = np.where(pbc[:, None], cell, 0.0)
         check_geometry(positions, box, pbc, cutoff)
         if not pbc.any():  # a molecule, or a domain's owned atoms and ghosts: only the first `count` atoms' pairs
-            centers, neighbors, offsets = open_pairs(positions, count, cutoff)
-            return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers, neighbors,
-                              np.zeros((len(centers), 3)), offsets)
+            _, neighbors, offsets = open_pairs(positions, count, cutoff)
+            return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), neighbors, np.zeros((len(neighbors), 3)),
+                              offsets)
         bins = periodic_grid(cell, len(positions), cutoff) if pbc.all() else np.zeros(3, dtype=np.int64)
         if bins.min() >= 1:
-            centers, neighbors, shift_vectors, offsets = periodic_pairs(positions, cell, bins, cutoff)
+            _, neighbors, shift_vectors, offsets = periodic_pairs(positions, cell, bins, cutoff)
         else:  # open along some axis, or thinner than the cutoff: neighbours beyond the adjacent images
-            centers, neighbors, shifts, offsets = _vesin_pairs(positions, box, pbc, cutoff, "ijS")
+            _, neighbors, shifts, offsets = _vesin_pairs(positions, box, pbc, cutoff, "ijS")
             shift_vectors = np.einsum("pk,ka->pa", shifts, cell)  # not `@`: BLAS would wake its spinning threads
         stop = int(offsets[count])  # the pairs of the first `count` atoms come first
-        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), centers[:stop], neighbors[:stop],
-                          shift_vectors[:stop], offsets[:count + 1])
+        return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), neighbors[:stop], shift_vectors[:stop],
+                          offsets[:count + 1])
 
 
 MAX_BINS_PER_ATOM = 8  # an open structure's bins grow with the cutoff until there are at most this many per atom
@@ -357,7 +355,7 @@ def _pair_vector(positions, shift_vectors, i, j, p):
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def pairs_within(positions, centers, neighbors, shift_vectors, offsets, cutoff):
+def pairs_within(positions, neighbors, shift_vectors, offsets, cutoff):
     """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift_vectors, CSR offsets, and
     the index of the closest pair (as `closest_pair`, -1 without pairs). Two parallel passes over the atoms: count
     each one's pairs within the cutoff, then compute them again into their final places (cheaper than writing
