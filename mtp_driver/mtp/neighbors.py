@@ -19,7 +19,7 @@ class NeighborList(NamedTuple):
     neighbors: np.ndarray  # (P,) int64
     vectors: np.ndarray  # (P, 3) r_j - r_i + shift, Å
     offsets: np.ndarray  # (N + 1,) pairs of atom i are offsets[i]:offsets[i+1]
-    closest: int | None = None  # index of the closest pair (-1 without pairs) when the search found it
+    closest: int | None = None  # index of the closest pair (-1 without pairs) when the cutoff filter found it
 
     @property
     def max_neighbors(self) -> int:
