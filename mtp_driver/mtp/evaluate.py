@@ -37,7 +37,7 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     n_atoms = len(types)
     n_sites = len(neighbor_list.offsets) - 1
     site_energies = np.empty(n_sites)
-    pair_gradients = np.empty((len(neighbor_list.centers), 3))
+    pair_gradients = np.empty((len(neighbor_list.neighbors), 3))
     arguments = (types[:n_sites], neighbor_list.offsets, types[neighbor_list.neighbors], neighbor_list.vectors,
                  float(mtp.min_dist), float(mtp.max_dist), float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs,
                  mtp.moment_coeffs, layout, max(neighbor_list.max_neighbors, 1), site_energies, pair_gradients)
@@ -46,7 +46,7 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     elif site_rows.shape != (n_sites, mtp.parameter_count) or site_rows.dtype != np.float64:
         raise ValueError(f"site_rows must be a float64 array of shape {(n_sites, mtp.parameter_count)}")
     site_energies_and_gradients(*arguments, site_rows, numba.get_num_threads())
-    pair_forces = forces_and_virial_parallel if len(neighbor_list.centers) >= PARALLEL_PAIRS else forces_and_virial
+    pair_forces = forces_and_virial_parallel if len(neighbor_list.neighbors) >= PARALLEL_PAIRS else forces_and_virial
     forces, strain_derivative = pair_forces(
         n_atoms, neighbor_list.offsets, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
     )

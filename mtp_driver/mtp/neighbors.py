@@ -15,11 +15,15 @@ from mtp_driver.geometry import check_geometry
 
 
 class NeighborList(NamedTuple):
-    centers: np.ndarray  # (P,) int64, sorted
-    neighbors: np.ndarray  # (P,) int64
+    neighbors: np.ndarray  # (P,) int64, sorted by centre
     vectors: np.ndarray  # (P, 3) r_j - r_i + shift, Å
     offsets: np.ndarray  # (N + 1,) pairs of atom i are offsets[i]:offsets[i+1]
     closest: int | None = None  # index of the closest pair (-1 without pairs) when the cutoff filter found it
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(P,) int64 centre of each pair (the kernels read the offsets: no evaluation writes these)."""
+        return pair_centers(self.offsets)
 
     @property
     def max_neighbors(self) -> int:
@@ -35,6 +39,11 @@ class NeighborList(NamedTuple):
         return self.closest, float(np.sqrt(dx * dx + dy * dy + dz * dz))
 
 
+def pair_centers(offsets: np.ndarray) -> np.ndarray:
+    """The centre of each pair of a list sorted by centre, from its CSR offsets."""
+    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+
+
 def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
     """All pairs (i, j, image) with |r_j - r_i + shift| < cutoff, every periodic image included
     (cells smaller than twice the cutoff too); `pbc` is one bool or three. Raises `UnphysicalCell`
@@ -44,7 +53,7 @@ def build_neighbor_list(positions, cell, pbc, cutoff: float) -> NeighborList:
 
 
 def _sorted_pairs(positions: np.ndarray, cell, pbc, cutoff: float, quantities: str) -> tuple:
-    """(centers, neighbors, the third of vesin's `quantities`, CSR offsets) of the checked structure, sorted by
+    """(neighbors, the third of vesin's `quantities`, CSR offsets) of the checked structure, sorted by
     centre."""
     periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     box = np.array(cell, dtype=np.float64).reshape(3, 3)
@@ -117,14 +126,14 @@ class SkinNeighborList:
         box = np.where(pbc[:, None], cell, 0.0)
         check_geometry(positions, box, pbc, cutoff)
         if not pbc.any():  # a molecule, or a domain's owned atoms and ghosts: only the first `count` atoms' pairs
-            _, neighbors, offsets = open_pairs(positions, count, cutoff)
+            neighbors, offsets = open_pairs(positions, count, cutoff)
             return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), neighbors, np.zeros((len(neighbors), 3)),
                               offsets)
         bins = periodic_grid(cell, len(positions), cutoff) if pbc.all() else np.zeros(3, dtype=np.int64)
         if bins.min() >= 1:
-            _, neighbors, shift_vectors, offsets = periodic_pairs(positions, cell, bins, cutoff)
+            neighbors, shift_vectors, offsets = periodic_pairs(positions, cell, bins, cutoff)
         else:  # open along some axis, or thinner than the cutoff: neighbours beyond the adjacent images
-            _, neighbors, shifts, offsets = _vesin_pairs(positions, box, pbc, cutoff, "ijS")
+            neighbors, shifts, offsets = _vesin_pairs(positions, box, pbc, cutoff, "ijS")
             shift_vectors = np.einsum("pk,ka->pa", shifts, cell)  # not `@`: BLAS would wake its spinning threads
         stop = int(offsets[count])  # the pairs of the first `count` atoms come first
         return _SkinPairs(positions.copy(), cell.copy(), pbc.copy(), neighbors[:stop], shift_vectors[:stop],
@@ -137,7 +146,7 @@ MAX_BINS_PER_ATOM = 8  # an open structure's bins grow with the cutoff until the
 @njit(cache=True, fastmath=False, parallel=True)
 def open_pairs(positions, count, cutoff):
     """Pairs (i, j), j != i, closer than `cutoff` among `positions` (N, 3) without periodicity, for the centres
-    i < count only, sorted by centre: (centers, neighbors, CSR offsets (count + 1,)). A cell list searched in
+    i < count only, sorted by centre: (neighbors, CSR offsets (count + 1,)). A cell list searched in
     parallel over the centres: a domain's ghost atoms are neighbours but never searched around (vesin lists the
     pairs of every atom; a domain has about as many ghosts as owned atoms)."""
     n_atoms = positions.shape[0]
@@ -167,13 +176,11 @@ def open_pairs(positions, count, cutoff):
                                        binned, 0, False)
     for i in range(count):
         found[i + 1] += found[i]
-    centers = np.empty(found[count], dtype=np.int64)
     neighbors = np.empty(found[count], dtype=np.int64)
     for i in prange(count):
-        centers[found[i]:found[i + 1]] = i
         _open_neighbors(i, positions, atom_bin[i], bins, bin_starts, binned, cutoff_squared, neighbors, found[i],
                         True)
-    return centers, neighbors, found
+    return neighbors, found
 
 
 @njit(cache=True, fastmath=False)
@@ -245,7 +252,7 @@ def periodic_grid(cell, n_atoms, cutoff):
 @njit(cache=True, fastmath=False, parallel=True)
 def periodic_pairs(positions, cell, bins, cutoff):
     """Pairs (i, j, image) with |r_j - r_i + shift| < cutoff in a periodic cell (rows a, b, c) cut into `bins`
-    (>= 1 each, from `periodic_grid`), sorted by centre: (centers, neighbors, shift vectors (P, 3) Å, CSR offsets).
+    (>= 1 each, from `periodic_grid`), sorted by centre: (neighbors, shift vectors (P, 3) Å, CSR offsets).
     A cell list in fractional coordinates searched in parallel over the centres: a neighbour's bin is at most
     one bin away along each axis (each bin is a cutoff thick), in the same or the adjacent image."""
     n_atoms = positions.shape[0]
@@ -281,14 +288,12 @@ def periodic_pairs(positions, cell, bins, cutoff):
                                            cutoff_squared, unused_neighbors, unused_shifts, 0, False)
     for i in range(n_atoms):
         found[i + 1] += found[i]
-    centers = np.empty(found[n_atoms], dtype=np.int64)
     neighbors = np.empty(found[n_atoms], dtype=np.int64)
     shift_vectors = np.empty((found[n_atoms], 3))
     for i in prange(n_atoms):
-        centers[found[i]:found[i + 1]] = i
         _periodic_neighbors(i, wrapped, in_bins, image, cell, atom_bin[i], bins, bin_starts, binned, cutoff_squared,
                             neighbors, shift_vectors, found[i], True)
-    return centers, neighbors, shift_vectors, found
+    return neighbors, shift_vectors, found
 
 
 @njit(cache=True, fastmath=False)
@@ -356,7 +361,8 @@ def _pair_vector(positions, shift_vectors, i, j, p):
 
 @njit(cache=True, fastmath=False, parallel=True)
 def pairs_within(positions, neighbors, shift_vectors, offsets, cutoff):
-    """The pairs closer than `cutoff` at these positions, their vectors r_j - r_i + shift_vectors, CSR offsets, and
+    """The pairs closer than `cutoff` at these positions (a `NeighborList`'s fields): neighbours, their vectors
+    r_j - r_i + shift_vectors, CSR offsets, and
     the index of the closest pair (as `closest_pair`, -1 without pairs). Two parallel passes over the atoms: count
     each one's pairs within the cutoff, then compute them again into their final places (cheaper than writing
     them to temporary arrays and moving them: 1.1-1.8x, and no page faults on the temporaries)."""
@@ -389,7 +395,6 @@ def pairs_within(positions, neighbors, shift_vectors, offsets, cutoff):
             closest = kept_offsets[i] + site_closest[i]  # kept_offsets[i]: summed up to atom i already
         kept_offsets[i + 1] += kept_offsets[i]
     n_kept = kept_offsets[n_atoms]
-    kept_centers = np.empty(n_kept, dtype=np.int64)
     kept_neighbors = np.empty(n_kept, dtype=np.int64)
     vectors = np.empty((n_kept, 3))
     for i in prange(n_atoms):
@@ -398,13 +403,12 @@ def pairs_within(positions, neighbors, shift_vectors, offsets, cutoff):
             j = neighbors[p]
             dx, dy, dz = _pair_vector(positions, shift_vectors, i, j, p)
             if dx * dx + dy * dy + dz * dz < cutoff_squared:
-                kept_centers[q] = i
                 kept_neighbors[q] = j
                 vectors[q, 0] = dx
                 vectors[q, 1] = dy
                 vectors[q, 2] = dz
                 q += 1
-    return kept_centers, kept_neighbors, vectors, kept_offsets, closest
+    return kept_neighbors, vectors, kept_offsets, closest
 
 
 @njit(cache=True, fastmath=False)
@@ -421,15 +425,13 @@ def closest_pair(vectors):
 
 @njit(cache=True, fastmath=False)
 def sort_by_center(n_atoms, centers, neighbors, vectors):
-    """Pairs sorted by central atom (stable): sorted arrays (int64 atoms, float64 third) and CSR offsets."""
+    """Pairs sorted by central atom (stable): sorted neighbours (int64), third (float64) and CSR offsets."""
     offsets, order = counting_sort(centers, n_atoms)
-    sorted_centers = np.empty(order.shape[0], dtype=np.int64)
     sorted_neighbors = np.empty(order.shape[0], dtype=np.int64)
     sorted_vectors = np.empty((order.shape[0], 3))
     for q in range(order.shape[0]):  # one pass: vesin's uint64/int32 arrays converted as they are gathered
         p = order[q]
-        sorted_centers[q] = centers[p]
         sorted_neighbors[q] = neighbors[p]
         for a in range(3):
             sorted_vectors[q, a] = vectors[p, a]
-    return sorted_centers, sorted_neighbors, sorted_vectors, offsets
+    return sorted_neighbors, sorted_vectors, offsets
