@@ -12,9 +12,10 @@ median is printed with the range. Wall time and the process's CPU time (every th
 call are printed; motep 0.2.0 runs its C engine (`cext`, one thread), ours one thread
 (`NUMBA_NUM_THREADS=1`) and two, and two one-thread processes at once: what two cores give at all here (a
 process slows down when the other core is busy: shared cache, memory, clock), the yardstick for two threads.
-Then the same comparisons in turns: two resident processes (ours on 1 and 2 threads; motep and ours on 1)
-take turns call by call (ABBA) for --turns calls, and the per-call ratios' median and quartiles are
-printed: on a VM whose speed moves within a minute, this is the sharper figure.
+Then the same comparisons in turns: resident processes (ours on 1 and 2 threads, and two on 1 thread at once;
+motep and ours on 1) take turns call by call (ABBA) for --turns calls, each timed call right after an untimed
+one (as in MD: cores awake), and the per-call ratios' median and quartiles are printed: on a VM whose speed
+moves within a minute, this is the sharper figure, and "two cores give" is then measured in the same seconds.
 
     python benchmarks/bench_calculator.py              # 5 rounds and 100 turns, about 10 minutes on 2 cores
     python benchmarks/bench_calculator.py --rounds 3 --systems Li
@@ -99,31 +100,39 @@ def worker(code: str, name: str, calls: int) -> None:
 
 
 def resident_worker(code: str, name: str, calls: int) -> None:
-    """A warm-up call, then one timed call (wall seconds emitted) per line read from stdin: the parent makes two
-    of these take turns call by call."""
-    atoms, positions = structures(name, calls)
+    """A warm-up call, then per line read from stdin an untimed call and a timed one (wall seconds emitted): the
+    parent makes several of these take turns. The untimed call wakes the process's cores from the idle wait
+    (measured here: a 2-thread call 12-50 ms after the previous one took 0.5-1.1 ms longer than back to back, a
+    1-thread call 0.2 ms), so the timed one is an MD step's, whatever the other processes' calls last."""
+    atoms, positions = structures(name, TURNS)
+    path = np.concatenate([positions, positions[-2:0:-1]])  # there and back: atoms stay within TURNS steps
     calculator = calculator_of(code, name, atoms)
     atoms.positions = positions[0]
     calculator.calculate(atoms, PROPERTIES)
     emit({"ready": len(atoms)})
-    for moved in positions[1:]:
+    for k in range(calls):
         if not sys.stdin.readline():
             return
-        atoms.positions = moved
+        untimed, timed = path[(2 * k + 1) % len(path)], path[(2 * k + 2) % len(path)]
+        atoms.positions = untimed
+        calculator.calculate(atoms, PROPERTIES)
+        atoms.positions = timed
         wall = time.perf_counter()
         calculator.calculate(atoms, PROPERTIES)
         emit({"wall": time.perf_counter() - wall})
 
 
-def turns(first: tuple[str, str, int], second: tuple[str, str, int], name: str, calls: int) -> list[float]:
-    """Per-call ratios first / second of two resident processes, each (python, code, threads), taking turns call
-    by call in the order ABBA: both codes see the machine of the same second, which round-level alternation cannot
-    give on a VM whose speed moves within a minute."""
+def turns(residents: list[tuple[str, str, int]], steps: list[tuple[int, ...]], name: str,
+          calls: int) -> list[list[float]]:
+    """Resident processes, each (python, code, threads), take turns call by call: each step starts one call in
+    each of its processes at once and waits for them; the steps run in their order, then reversed (ABBA): all see
+    the machine of the same second, which round-level alternation cannot give on a VM whose speed moves within a
+    minute. Returns each step's wall times (mean over its processes), one per cycle."""
     processes = []
-    for python, code, threads in (first, second):
+    for python, code, threads in residents:
         env = dict(os.environ, **single_thread_env(), NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
-        command = [python, str(Path(__file__).resolve()), "--resident", code, name, str(calls)]
+        command = [python, str(Path(__file__).resolve()), "--resident", code, name, str(calls * len(steps))]
         processes.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                           start_new_session=True))
 
@@ -136,17 +145,18 @@ def turns(first: tuple[str, str, int], second: tuple[str, str, int], name: str, 
     try:
         for process in processes:
             answer(process)
-        walls: list[list[float]] = [[], []]
+        walls: list[list[float]] = [[] for _ in steps]
         for k in range(calls):
-            for which in ((0, 1) if k % 2 == 0 else (1, 0)):
-                processes[which].stdin.write("go\n")
-                processes[which].stdin.flush()
-                walls[which].append(answer(processes[which])["wall"])
+            for s in (range(len(steps)) if k % 2 == 0 else reversed(range(len(steps)))):
+                for r in steps[s]:
+                    processes[r].stdin.write("go\n")
+                    processes[r].stdin.flush()
+                walls[s].append(statistics.mean(answer(processes[r])["wall"] for r in steps[s]))
     finally:
         for process in processes:
             process.stdin.close()
             process.wait()
-    return [a / b for a, b in zip(*walls)]
+    return walls
 
 
 def run_round(python: str, code: str, name: str, threads: int, calls: int, copies: int = 1) -> dict:
@@ -216,10 +226,15 @@ def main() -> int:
     ours_1, ours_2, theirs = (sys.executable, "ours", 1), (sys.executable, "ours", 2), (motep, "motep", 1)
     in_turns = {}  # (system, what): per-call ratios
     for name in args.systems if args.turns else ():
-        in_turns[(name, "threads")] = turns(ours_1, ours_2, name, args.turns)
+        # a 1-thread process alone, the 2-thread one, two 1-thread processes at once: what two cores give then
+        alone, two_threads, pair = turns([ours_1, ours_2, ours_1], [(0,), (1,), (0, 2)], name, args.turns)
+        in_turns[(name, "threads")] = [a / b for a, b in zip(alone, two_threads)]
+        in_turns[(name, "cores")] = [2.0 * a / b for a, b in zip(alone, pair)]
         if motep:
-            in_turns[(name, "motep")] = turns(theirs, ours_1, name, max(args.turns // 4, 8))
-        log(f"{name} in turns: ours 1 thread / 2 {statistics.median(in_turns[(name, 'threads')]):.2f}x")
+            theirs_walls, ours_walls = turns([theirs, ours_1], [(0,), (1,)], name, max(args.turns // 4, 8))
+            in_turns[(name, "motep")] = [a / b for a, b in zip(theirs_walls, ours_walls)]
+        log(f"{name} in turns: ours 1 thread / 2 {statistics.median(in_turns[(name, 'threads')]):.2f}x, two cores "
+            f"give {statistics.median(in_turns[(name, 'cores')]):.2f}x")
 
     def quartiles(name, what) -> str:
         values = in_turns.get((name, what))
@@ -237,7 +252,8 @@ def main() -> int:
         speed = ratios(name, ("motep", 1, 1), ("ours", 1, 1)) if motep else "-"
         print(f"{label:<22}{speed:>26}{ratios(name, ('ours', 1, 1), ('ours', 2, 1)):>22}"
               f"{ratios(name, ('ours', 1, 1), ('ours', 1, 2), 2.0):>22}")
-        print(f"{'  in turns':<22}{quartiles(name, 'motep'):>26}{quartiles(name, 'threads'):>22}")
+        print(f"{'  in turns':<22}{quartiles(name, 'motep'):>26}{quartiles(name, 'threads'):>22}"
+              f"{quartiles(name, 'cores'):>22}")
     print("two cores give: 2 x (one 1-thread process alone) / (two at once), the most 2 threads can gain here")
     print("\nmedian over the rounds of each round's median per atom and call, us (wall / CPU time of every thread):")
     for (name, code, threads, copies), results in rounds.items():
