@@ -19,6 +19,7 @@ moves within a minute, this is the sharper figure, and "two cores give" is then 
 
     python benchmarks/bench_calculator.py              # 5 rounds and 100 turns, about 10 minutes on 2 cores
     python benchmarks/bench_calculator.py --rounds 3 --systems Li
+    python benchmarks/bench_calculator.py --rounds 0 --systems Li    # turns only, under a minute
 
 motep is installed into benchmarks/.venv-motep on first use (as by bench_efs.py). No timed
 assertions: it only prints.
@@ -219,8 +220,10 @@ def main() -> int:
 
     def ratios(name, numerator, denominator, factor=1.0) -> str:
         """Per round (the codes ran minutes apart at most: the machine's drift cancels): median [min-max]."""
-        values = sorted(factor * a["wall_us"] / b["wall_us"] for a, b in zip(rounds[(name, *numerator)],
-                                                                            rounds[(name, *denominator)]))
+        values = sorted(factor * a["wall_us"] / b["wall_us"] for a, b in zip(rounds.get((name, *numerator), []),
+                                                                            rounds.get((name, *denominator), [])))
+        if not values:  # --rounds 0
+            return "-"
         return f"{statistics.median(values):.2f}x [{values[0]:.2f}-{values[-1]:.2f}]"
 
     ours_1, ours_2, theirs = (sys.executable, "ours", 1), (sys.executable, "ours", 2), (motep, "motep", 1)
@@ -248,7 +251,7 @@ def main() -> int:
           "median [quartiles]")
     print(f"{'system':<22}{'motep / ours, 1 thread':>26}{'ours 1 thread / 2':>22}{'two cores give':>22}")
     for name in args.systems:
-        label = f"{name} L{SYSTEMS[name][1]} {rounds[(name, 'ours', 1, 1)][0]['atoms']} atoms"
+        label = f"{name} L{SYSTEMS[name][1]} {len(structures(name, 0)[0])} atoms"
         speed = ratios(name, ("motep", 1, 1), ("ours", 1, 1)) if motep else "-"
         print(f"{label:<22}{speed:>26}{ratios(name, ('ours', 1, 1), ('ours', 2, 1)):>22}"
               f"{ratios(name, ('ours', 1, 1), ('ours', 1, 2), 2.0):>22}")
@@ -262,7 +265,7 @@ def main() -> int:
         print(f"  {name} {code:<6}{threads} thread(s) x {copies}: {wall:8.1f} / {cpu:8.1f}   max |F| of the last call "
               f"{results[-1]['max_force']:.4f} eV/Å")
     for name in args.systems:
-        if motep:
+        if motep and args.rounds:
             ours, theirs = (np.array(rounds[(name, code, 1, 1)][-1]["energies"]) for code in ("ours", "motep"))
             print(f"  {name}: largest energy difference ours - motep over the calls "
                   f"{np.abs(ours - theirs).max() / rounds[(name, 'ours', 1, 1)][-1]['atoms']:.2e} eV/atom")
