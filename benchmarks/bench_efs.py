@@ -167,7 +167,7 @@ def worker_ours(level: int, n_atoms: int, threads: int, min_repeats: int, min_ti
         nl_us=1e6 * statistics.median(nl_times) / n_atoms,
         kernel_us=1e6 * statistics.median(kernel_times) / n_atoms,
         total_us=1e6 * statistics.median(total_times) / n_atoms,
-        neighbours=len(neighbor_list.centers) / n_atoms,
+        neighbours=len(neighbor_list.neighbors) / n_atoms,
         energy_per_atom=result.energy / n_atoms,
         max_force=float(np.abs(result.forces).max()),
         stress_trace=float(np.trace(stress)),

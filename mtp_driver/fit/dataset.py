@@ -108,7 +108,7 @@ def make_batch(images, species: Sequence[str] | None, cutoff: float, index=None,
         parts["vectors"].append(neighbor_list.vectors)
         parts["offsets"].append(neighbor_list.offsets[:-1] + pair_starts[c])
         atom_starts[c + 1] = atom_starts[c] + n
-        pair_starts[c + 1] = pair_starts[c] + len(neighbor_list.centers)
+        pair_starts[c + 1] = pair_starts[c] + len(neighbor_list.neighbors)
         results = atoms.calc.results if atoms.calc is not None else {}
         forces = results.get("forces")
         has["forces"][c] = forces is not None
