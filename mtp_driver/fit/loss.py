@@ -22,7 +22,7 @@ import numpy as np
 from mtp_driver.mtp.kernels import forces_and_virial, site_energies_and_gradients
 from mtp_driver.mtp.layout import kernel_layout
 from mtp_driver.mtp.model import MTP
-from mtp_driver.mtp.parameter_gradients import loss_gradient, parameter_offsets, virials_by_configuration
+from mtp_driver.mtp.parameter_gradients import loss_gradient, parameter_offsets
 
 from .dataset import Batch
 from .options import LossWeights
@@ -90,16 +90,20 @@ class Evaluation(NamedTuple):
 def predict(mtp: MTP, batch: Batch, layout=None) -> tuple[Predictions, np.ndarray]:
     """Energies, forces and virials of every configuration of the batch, and the pair gradients."""
     layout = kernel_layout(mtp) if layout is None else layout
-    site_energies = np.empty(len(batch.types))
-    pair_gradients = np.empty((len(batch.centers), 3))
+    n_atoms = len(batch.types)
+    site_energies = np.empty(n_atoms)
+    site_forces = np.empty((n_atoms, 3))
+    site_virials = np.empty((n_atoms, 3, 3))
+    pair_gradients = np.empty((len(batch.neighbors), 3))
     site_energies_and_gradients(
-        batch.types, batch.offsets, batch.neighbor_types, batch.vectors, float(mtp.min_dist), float(mtp.max_dist),
+        batch.types, batch.offsets, batch.neighbors, batch.vectors, float(mtp.min_dist), float(mtp.max_dist),
         float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs, mtp.moment_coeffs, layout, batch.max_neighbors,
-        site_energies, pair_gradients, np.empty((0, 0)), numba.get_num_threads(),
+        site_energies, site_forces, site_virials, pair_gradients, np.empty((0, 0)), numba.get_num_threads(),
     )
-    energy = np.add.reduceat(site_energies, batch.atom_starts[:-1]) if batch.size else np.zeros(0)
-    forces, _ = forces_and_virial(len(batch.types), batch.offsets, batch.neighbors, batch.vectors, pair_gradients)
-    virial = virials_by_configuration(batch.pair_starts, batch.vectors, pair_gradients)
+    firsts = batch.atom_starts[:-1]  # every configuration has atoms
+    energy = np.add.reduceat(site_energies, firsts) if batch.size else np.zeros(0)
+    virial = np.add.reduceat(site_virials, firsts) if batch.size else np.zeros((0, 3, 3))
+    forces, _ = forces_and_virial(n_atoms, batch.neighbors, pair_gradients, site_forces, site_virials)
     return Predictions(energy, forces, virial), pair_gradients
 
 

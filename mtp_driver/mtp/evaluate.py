@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .kernels import PARALLEL_PAIRS, forces_and_virial, forces_and_virial_parallel, site_energies_and_gradients
+from .kernels import forces_and_virial, site_energies_and_gradients
 from .layout import KernelLayout, kernel_layout
 from .model import MTP
 from .neighbors import NeighborList
@@ -37,17 +37,18 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     n_atoms = len(types)
     n_sites = len(neighbor_list.offsets) - 1
     site_energies = np.empty(n_sites)
+    site_forces = np.empty((n_sites, 3))
+    site_virials = np.empty((n_sites, 3, 3))
     pair_gradients = np.empty((len(neighbor_list.neighbors), 3))
-    arguments = (types[:n_sites], neighbor_list.offsets, types[neighbor_list.neighbors], neighbor_list.vectors,
+    arguments = (types, neighbor_list.offsets, neighbor_list.neighbors, neighbor_list.vectors,
                  float(mtp.min_dist), float(mtp.max_dist), float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs,
-                 mtp.moment_coeffs, layout, max(neighbor_list.max_neighbors, 1), site_energies, pair_gradients)
+                 mtp.moment_coeffs, layout, max(neighbor_list.max_neighbors, 1), site_energies, site_forces, site_virials,
+                 pair_gradients)
     if site_rows is None:
         site_rows = np.empty((0, 0))
     elif site_rows.shape != (n_sites, mtp.parameter_count) or site_rows.dtype != np.float64:
         raise ValueError(f"site_rows must be a float64 array of shape {(n_sites, mtp.parameter_count)}")
     site_energies_and_gradients(*arguments, site_rows, numba.get_num_threads())
-    pair_forces = forces_and_virial_parallel if len(neighbor_list.neighbors) >= PARALLEL_PAIRS else forces_and_virial
-    forces, strain_derivative = pair_forces(
-        n_atoms, neighbor_list.offsets, neighbor_list.neighbors, neighbor_list.vectors, pair_gradients
-    )
+    forces, strain_derivative = forces_and_virial(n_atoms, neighbor_list.neighbors, pair_gradients, site_forces,
+                                                  site_virials)
     return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative)

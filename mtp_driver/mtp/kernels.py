@@ -2,7 +2,8 @@
 
 Conventions: neighbours come as a full list sorted by central atom (CSR: ``offsets[i]`` to
 ``offsets[i+1]``), ``vectors[p] = r_j - r_i`` in Å. ``pair_gradients[p] = dE_i / d vectors[p]``
-in eV/Å, from which forces and the virial follow by a scatter (`forces_and_virial`).
+in eV/Å; the kernel also sums each site's pairs into its own atom's force and its virial, so what is
+left serial is the scatter of -dE_i/d vectors[p] onto the neighbours (`forces_and_virial`).
 
 Optionally the same pass fills the parameter Jacobian of the site energies (for extrapolation
 grades): the row of atom i is ``dV_i/dtheta`` over the flat parameter vector
@@ -27,9 +28,6 @@ from .simd import LANES  # atoms whose moment products are contracted together, 
 
 BLOCK = 32  # atoms per work item, taken by the threads one at a time (a multiple of LANES), but the last
 # threads x BLOCK atoms go LANES at a time: the threads then end within a few atoms of each other
-FORCE_CHUNKS = 4  # site ranges whose forces are summed in parallel, then in this fixed order (measured: 8 cost
-# more than 4 or 2 on 2 cores: each range zeroes and adds its own force array)
-PARALLEL_PAIRS = 50_000  # below, a parallel region's start costs more than the pairs' forces (measured: 4 atoms)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -160,7 +158,7 @@ def site_scratch(layout, n_radial, n_rb, columns):
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def site_features(ti, start, count, neighbor_types, vectors, min_dist, max_dist, scaling, radial_coeffs, layout,
+def site_features(ti, start, count, neighbors, types, vectors, min_dist, max_dist, scaling, radial_coeffs, layout,
                   rb_values, rb_derivatives, radial, radial_deriv, geometry, monomials, dense):
     """Forward pass of one site up to its basic moments dense[mu, monomial], neighbours as SIMD lanes: column
     jj holds f_mu(r), f'_mu(r), u, 1/r and u^m of neighbour jj; a neighbour beyond the cutoff (Verlet skin)
@@ -177,7 +175,7 @@ def site_features(ti, start, count, neighbor_types, vectors, min_dist, max_dist,
                 inv_r = 1.0 / r
                 values = rb_values[jj]
                 chebyshev_radial_basis(r, min_dist, max_dist, scaling, values, rb_derivatives)
-                tj = neighbor_types[p]
+                tj = types[neighbors[p]]
                 for mu in range(n_radial):
                     radial[mu, jj], radial_deriv[mu, jj] = radial_function(radial_coeffs[ti, tj, mu], values,
                                                                            rb_derivatives)
@@ -254,14 +252,17 @@ def site_gradient_parts(count, layout, dense, raised, radial, radial_deriv, mono
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dist, max_dist, scaling,
+def site_energies_and_gradients(types, offsets, neighbors, vectors, min_dist, max_dist, scaling,
                                 radial_coeffs, species_coeffs, moment_coeffs, layout, max_neighbors,
-                                site_energies, pair_gradients, site_rows, threads):
-    """Fill site_energies (N,) in eV and pair_gradients (P, 3) = dE_i/d(r_j - r_i) in eV/Å; and site_rows
-    (N, n_parameters) = dV_i/dtheta unless it has no rows (shape (0, 0): not wanted). `threads`: Numba's
-    thread count (each allocates its scratch once, then takes the next BLOCK atoms, LANES near the end, as it comes
-    free: a thread slowed by the machine takes fewer; the results do not depend on which thread computed what)."""
-    n_atoms = types.shape[0]
+                                site_energies, site_forces, site_virials, pair_gradients, site_rows, threads):
+    """For the S = len(offsets) - 1 sites (the first atoms; `types` has every atom's, neighbours' too), fill
+    site_energies (S,) in eV, pair_gradients (P, 3) = dE_i/d(r_j - r_i) in eV/Å, site_forces (S, 3) = their sum over
+    the site's pairs (eV/Å: the force of E_i on atom i), site_virials (S, 3, 3) = the sum of g_a d_b over the site's
+    pairs (eV); and site_rows (S, n_parameters) = dV_i/dtheta unless it has no rows (shape (0, 0): not wanted).
+    `threads`: Numba's thread count (each allocates its scratch once, then takes the next BLOCK atoms, LANES near
+    the end, as it comes free: a thread slowed by the machine takes fewer; the results do not depend on which
+    thread computed what)."""
+    n_sites = offsets.shape[0] - 1
     n_species = radial_coeffs.shape[0]
     n_radial = radial_coeffs.shape[2]
     n_rb = radial_coeffs.shape[3]
@@ -271,10 +272,10 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
     species_start = n_species * n_species * n_radial * n_rb
     moment_start = species_start + n_species
     columns = lane_padded(max_neighbors)
-    n_workers = max(1, min(threads, (n_atoms + BLOCK - 1) // BLOCK))
-    n_blocks = max(0, n_atoms - n_workers * BLOCK) // BLOCK  # then items of LANES atoms from tail_start
+    n_workers = max(1, min(threads, (n_sites + BLOCK - 1) // BLOCK))
+    n_blocks = max(0, n_sites - n_workers * BLOCK) // BLOCK  # then items of LANES atoms from tail_start
     tail_start = n_blocks * BLOCK
-    n_items = n_blocks + (n_atoms - tail_start + LANES - 1) // LANES
+    n_items = n_blocks + (n_sites - tail_start + LANES - 1) // LANES
     taken = np.zeros(1, dtype=np.int64)  # items handed out so far
     for _ in prange(n_workers):  # scratch once per thread: per item, its page faults cost 10 % at level 24
         (moments, adjoint, dense, raised, radial, radial_deriv, monomials, geometry, rb_values, rb_derivatives,
@@ -284,12 +285,12 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
             if item >= n_items:
                 break
             item_start = item * BLOCK if item < n_blocks else tail_start + (item - n_blocks) * LANES
-            item_stop = min(n_atoms, item_start + (BLOCK if item < n_blocks else LANES))
+            item_stop = min(n_sites, item_start + (BLOCK if item < n_blocks else LANES))
             for first in range(item_start, item_stop, LANES):
-                lanes = min(LANES, n_atoms - first)
+                lanes = min(LANES, n_sites - first)
                 for w in range(lanes):  # unused lanes of a last short group hold finite values nothing reads
                     i = first + w
-                    site_features(types[i], offsets[i], offsets[i + 1] - offsets[i], neighbor_types, vectors, min_dist,
+                    site_features(types[i], offsets[i], offsets[i + 1] - offsets[i], neighbors, types, vectors, min_dist,
                                   max_dist, scaling, radial_coeffs, layout, rb_values[w], rb_derivatives, radial[w],
                                   radial_deriv[w], geometry[w], monomials[w], dense)
                     for b in range(n_basic):
@@ -312,15 +313,40 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                     raise_adjoints(adjoint, w, layout, dense, raised)
                     site_gradient_parts(count, layout, dense, raised, radial[w], radial_deriv[w], monomials[w], parts,
                                         values)
+                    fx = fy = fz = 0.0
+                    w00 = w01 = w02 = w10 = w11 = w12 = w20 = w21 = w22 = 0.0
                     for jj in range(count):
                         p = start + jj
                         ux, uy, uz, ir = geometry[w, 0, jj], geometry[w, 1, jj], geometry[w, 2, jj], geometry[w, 3, jj]
                         # d/dd of f(r) u^m = f'(r) u^m u + f(r)/r (grad_u u^m - deg(m) u^m u), and
                         # sum_m deg(m) A_m u^m = u . grad_u (sum_m A_m u^m) for homogeneous monomials
                         along = parts[0, jj] - ir * (parts[1, jj] * ux + parts[2, jj] * uy + parts[3, jj] * uz)
-                        pair_gradients[p, 0] = along * ux + parts[1, jj] * ir
-                        pair_gradients[p, 1] = along * uy + parts[2, jj] * ir
-                        pair_gradients[p, 2] = along * uz + parts[3, jj] * ir
+                        gx = along * ux + parts[1, jj] * ir
+                        gy = along * uy + parts[2, jj] * ir
+                        gz = along * uz + parts[3, jj] * ir
+                        pair_gradients[p, 0] = gx
+                        pair_gradients[p, 1] = gy
+                        pair_gradients[p, 2] = gz
+                        dx, dy, dz = vectors[p, 0], vectors[p, 1], vectors[p, 2]
+                        fx += gx
+                        fy += gy
+                        fz += gz
+                        w00 += gx * dx
+                        w01 += gx * dy
+                        w02 += gx * dz
+                        w10 += gy * dx
+                        w11 += gy * dy
+                        w12 += gy * dz
+                        w20 += gz * dx
+                        w21 += gz * dy
+                        w22 += gz * dz
+                    site_forces[i, 0] = fx
+                    site_forces[i, 1] = fy
+                    site_forces[i, 2] = fz
+                    virial = site_virials[i]
+                    virial[0, 0], virial[0, 1], virial[0, 2] = w00, w01, w02
+                    virial[1, 0], virial[1, 1], virial[1, 2] = w10, w11, w12
+                    virial[2, 0], virial[2, 1], virial[2, 2] = w20, w21, w22
                     if with_rows:
                         row = site_rows[i]
                         row[:] = 0.0
@@ -330,76 +356,27 @@ def site_energies_and_gradients(types, offsets, neighbor_types, vectors, min_dis
                         for jj in range(count):
                             if geometry[w, 3, jj] == 0.0:
                                 continue
-                            pair_row = ((ti * n_species + neighbor_types[start + jj]) * n_radial) * n_rb
+                            pair_row = ((ti * n_species + types[neighbors[start + jj]]) * n_radial) * n_rb
                             for mu in range(n_radial):  # values[mu, jj] = dV_i/df_mu(r_ij)
                                 for beta in range(n_rb):
                                     row[pair_row + mu * n_rb + beta] += values[mu, jj] * rb_values[w, jj, beta]
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def add_site_forces(first, stop, offsets, neighbors, vectors, pair_gradients, forces, strain_derivative):
-    """The pairs of sites first..stop-1 into forces F = -dE/dr (eV/Å) and W_ab = sum_p g_a d_b (eV) = V * stress
-    (ASE sign). A site's own force and the strain are summed in registers: through memory, each pair waited for
-    the previous pair's store."""
-    w00 = w01 = w02 = w10 = w11 = w12 = w20 = w21 = w22 = 0.0
-    for i in range(first, stop):
-        fx = fy = fz = 0.0
-        for p in range(offsets[i], offsets[i + 1]):
-            j = neighbors[p]
-            gx, gy, gz = pair_gradients[p, 0], pair_gradients[p, 1], pair_gradients[p, 2]
-            dx, dy, dz = vectors[p, 0], vectors[p, 1], vectors[p, 2]
-            fx += gx
-            fy += gy
-            fz += gz
-            forces[j, 0] -= gx
-            forces[j, 1] -= gy
-            forces[j, 2] -= gz
-            w00 += gx * dx
-            w01 += gx * dy
-            w02 += gx * dz
-            w10 += gy * dx
-            w11 += gy * dy
-            w12 += gy * dz
-            w20 += gz * dx
-            w21 += gz * dy
-            w22 += gz * dz
-        forces[i, 0] += fx
-        forces[i, 1] += fy
-        forces[i, 2] += fz
-    strain_derivative[0, 0] += w00
-    strain_derivative[0, 1] += w01
-    strain_derivative[0, 2] += w02
-    strain_derivative[1, 0] += w10
-    strain_derivative[1, 1] += w11
-    strain_derivative[1, 2] += w12
-    strain_derivative[2, 0] += w20
-    strain_derivative[2, 1] += w21
-    strain_derivative[2, 2] += w22
-
-
 @njit(cache=True, fastmath=False)
-def forces_and_virial(n_atoms, offsets, neighbors, vectors, pair_gradients):
-    """Forces (N, 3) and strain derivative (3, 3) of all pairs (CSR `offsets` of the sites), in one thread."""
+def forces_and_virial(n_atoms, neighbors, pair_gradients, site_forces, site_virials):
+    """Forces F = -dE/dr (N, 3) in eV/Å and strain derivative W_ab = sum_p g_a d_b (3, 3) in eV = V * stress (ASE
+    sign) from the kernel's outputs: each site's own force, then -g of each pair on its neighbour, in pair order;
+    W summed over the sites in order. One thread (52k pairs take 0.06 ms), so the sums never depend on the threads."""
     forces = np.zeros((n_atoms, 3))
+    forces[:site_forces.shape[0]] = site_forces
+    for p in range(neighbors.shape[0]):
+        j = neighbors[p]
+        forces[j, 0] -= pair_gradients[p, 0]
+        forces[j, 1] -= pair_gradients[p, 1]
+        forces[j, 2] -= pair_gradients[p, 2]
     strain_derivative = np.zeros((3, 3))
-    add_site_forces(0, offsets.shape[0] - 1, offsets, neighbors, vectors, pair_gradients, forces, strain_derivative)
+    for i in range(site_virials.shape[0]):
+        for a in range(3):
+            for b in range(3):
+                strain_derivative[a, b] += site_virials[i, a, b]
     return forces, strain_derivative
-
-
-@njit(cache=True, fastmath=False, parallel=True)
-def forces_and_virial_parallel(n_atoms, offsets, neighbors, vectors, pair_gradients):
-    """`forces_and_virial` for many pairs: FORCE_CHUNKS site ranges summed in parallel and then in this fixed
-    order, so the result does not depend on the thread count."""
-    n_sites = offsets.shape[0] - 1
-    chunk = (n_sites + FORCE_CHUNKS - 1) // FORCE_CHUNKS
-    forces = np.zeros((FORCE_CHUNKS, n_atoms, 3))
-    strain_derivative = np.zeros((FORCE_CHUNKS, 3, 3))
-    for c in prange(FORCE_CHUNKS):
-        add_site_forces(c * chunk, min(n_sites, (c + 1) * chunk), offsets, neighbors, vectors, pair_gradients,
-                        forces[c], strain_derivative[c])
-    total = forces[0].copy()
-    total_strain = strain_derivative[0].copy()
-    for c in range(1, FORCE_CHUNKS):
-        total += forces[c]
-        total_strain += strain_derivative[c]
-    return total, total_strain

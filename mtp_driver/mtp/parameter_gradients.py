@@ -13,7 +13,6 @@ order); `parameter_offsets` gives the start of each block.
 * `linear_design`: energies, forces and virials are linear in the species and moment
   coefficients; this kernel writes that design matrix per configuration (forward mode over the
   3 x neighbours directions of each site, vectorised over the directions).
-* `virials_by_configuration`: the strain derivative of each configuration of a batch.
 """
 
 from __future__ import annotations
@@ -321,17 +320,3 @@ def linear_design(types, offsets, neighbors, neighbor_types, vectors, min_dist, 
                 force_i = force_rows[3 * (i - first_atom) + ax, n_species:]
                 for s in range(n_scalar):
                     force_i[s] += own[ax, s]
-
-
-@njit(cache=True, fastmath=False)
-def virials_by_configuration(pair_starts, vectors, pair_gradients):
-    """Strain derivative W_xy = sum_p dE/dd_px d_py (eV) of each configuration, whose pairs are
-    pair_starts[c]:pair_starts[c+1]."""
-    n_configs = pair_starts.shape[0] - 1
-    virials = np.zeros((n_configs, 3, 3))
-    for c in range(n_configs):
-        for p in range(pair_starts[c], pair_starts[c + 1]):
-            for x in range(3):
-                for y in range(3):
-                    virials[c, x, y] += pair_gradients[p, x] * vectors[p, y]
-    return virials
