@@ -91,7 +91,7 @@ def test_predictions_equal_calculator():
     mtp = random_potential()
     images = labelled_alloys()
     batch = make_batch(images, SPECIES, mtp.max_dist)
-    (energy, forces, virial), _ = predict(mtp, batch)
+    energy, forces, virial = predict(mtp, batch)
     calculator = MTPCalculator(mtp)
     for c, atoms in enumerate(images):
         atoms = atoms.copy()

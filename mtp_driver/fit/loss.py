@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
-from mtp_driver.mtp.kernels import forces_and_virial, site_energies_and_gradients
+from mtp_driver.mtp.evaluate import evaluate
 from mtp_driver.mtp.layout import kernel_layout
 from mtp_driver.mtp.model import MTP
+from mtp_driver.mtp.neighbors import NeighborList
 from mtp_driver.mtp.parameter_gradients import loss_gradient, parameter_offsets
 
 from .dataset import Batch
@@ -87,24 +87,13 @@ class Evaluation(NamedTuple):
     rmse: np.ndarray  # energy per atom (eV/atom), force component (eV/Å)
 
 
-def predict(mtp: MTP, batch: Batch, layout=None) -> tuple[Predictions, np.ndarray]:
-    """Energies, forces and virials of every configuration of the batch, and the pair gradients."""
-    layout = kernel_layout(mtp) if layout is None else layout
-    n_atoms = len(batch.types)
-    site_energies = np.empty(n_atoms)
-    site_forces = np.empty((n_atoms, 3))
-    site_virials = np.empty((n_atoms, 3, 3))
-    pair_gradients = np.empty((len(batch.neighbors), 3))
-    site_energies_and_gradients(
-        batch.types, batch.offsets, batch.neighbors, batch.vectors, float(mtp.min_dist), float(mtp.max_dist),
-        float(mtp.scaling), mtp.radial_coeffs, mtp.species_coeffs, mtp.moment_coeffs, layout, batch.max_neighbors,
-        site_energies, site_forces, site_virials, pair_gradients, np.empty((0, 0)), numba.get_num_threads(),
-    )
+def predict(mtp: MTP, batch: Batch, layout=None) -> Predictions:
+    """Energies, forces and virials of every configuration of the batch (one evaluation of all its atoms)."""
+    result = evaluate(mtp, batch.types, NeighborList(batch.neighbors, batch.vectors, batch.offsets), layout)
     firsts = batch.atom_starts[:-1]  # every configuration has atoms
-    energy = np.add.reduceat(site_energies, firsts) if batch.size else np.zeros(0)
-    virial = np.add.reduceat(site_virials, firsts) if batch.size else np.zeros((0, 3, 3))
-    forces, _ = forces_and_virial(n_atoms, batch.neighbors, pair_gradients, site_forces, site_virials)
-    return Predictions(energy, forces, virial), pair_gradients
+    energy = np.add.reduceat(result.site_energies, firsts) if batch.size else np.zeros(0)
+    virial = np.add.reduceat(result.site_virials, firsts) if batch.size else np.zeros((0, 3, 3))
+    return Predictions(energy, result.forces, virial)
 
 
 class Objective:
@@ -130,7 +119,7 @@ class Objective:
     def __call__(self, parameters: np.ndarray, gradient: bool = True) -> Evaluation:
         mtp = self.mtp(parameters)
         batch = self.batch
-        (energy, forces, virial), _ = predict(mtp, batch, self.layout)
+        energy, forces, virial = predict(mtp, batch, self.layout)
         energy_error = np.where(batch.has_energy, energy - batch.energy, 0.0)
         force_error = np.where(batch.has_forces[self.atom_config, None], forces - batch.forces, 0.0)
         virial_error = np.where(batch.has_virial[:, None, None], virial - batch.virial, 0.0)

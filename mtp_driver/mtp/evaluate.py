@@ -15,9 +15,10 @@ from .neighbors import NeighborList
 
 class Evaluation(NamedTuple):
     energy: float  # eV
-    site_energies: np.ndarray  # (N,) eV
+    site_energies: np.ndarray  # (S,) eV
     forces: np.ndarray  # (N, 3) eV/Å
     strain_derivative: np.ndarray  # (3, 3) dE/d(strain) in eV = volume * ASE stress = -MLIP PlusStress
+    site_virials: np.ndarray  # (S, 3, 3) eV: each site's share of strain_derivative (its pairs' g d^T)
 
 
 def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
@@ -51,4 +52,4 @@ def evaluate(mtp: MTP, types: np.ndarray, neighbor_list: NeighborList,
     site_energies_and_gradients(*arguments, site_rows, numba.get_num_threads())
     forces, strain_derivative = forces_and_virial(n_atoms, neighbor_list.neighbors, pair_gradients, site_forces,
                                                   site_virials)
-    return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative)
+    return Evaluation(float(site_energies.sum()), site_energies, forces, strain_derivative, site_virials)
